@@ -1,0 +1,248 @@
+import argparse
+
+import pytest
+import torch
+import torch.nn as nn
+
+import net
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return net.DIM().eval()
+
+
+def inputs(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randn(1, 3, h, w, generator=g)
+    trimap = torch.randint(0, 3, (1, 1, h, w), generator=g).float() * 127.5  # 0, 127.5, 255
+    trimap[trimap == 127.5] = 128
+    return img, trimap
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_parameter_counts(model):
+    assert count(model.encoder) == 14_977_920
+    assert count(model.decoder) == 11_222_081
+    assert count(model.refiner) == 76_801
+    assert count(model) == 26_276_802
+    assert count(net.DIM(skip=True)) == 26_276_802  # the skip variant adds no parameters
+
+
+def test_state_dict_reads_like_the_paper(model):
+    keys = list(model.state_dict())
+    assert len(keys) == 50  # 25 convolutions, weight and bias
+    for key in ('encoder.conv1_1.weight', 'encoder.conv5_3.bias', 'encoder.conv6_1.weight',
+                'decoder.deconv6_1.weight', 'decoder.deconv1_1.weight', 'decoder.deconv1.bias',
+                'refiner.refine_conv1.weight', 'refiner.refine_pred.bias'):
+        assert key in keys
+    assert model.encoder.conv1_1.weight.shape == (64, 4, 3, 3)
+    assert model.decoder.deconv5_1.weight.shape == (512, 512, 5, 5)
+    assert model.encoder.conv6_1.weight.shape == (512, 512, 1, 1)
+    assert list(net.DIM(skip=True).state_dict()) == keys
+
+
+def test_xavier_init(model):
+    for layer in model.modules():
+        if isinstance(layer, nn.Conv2d):
+            assert torch.all(layer.bias == 0)
+            out_c, in_c, kh, kw = layer.weight.shape
+            bound = (6 / ((in_c + out_c) * kh * kw)) ** 0.5
+            assert layer.weight.abs().max() <= bound
+    w = model.decoder.deconv5_1.weight
+    bound = (6 / (2 * 512 * 25)) ** 0.5
+    assert abs(w.std().item() - bound / 3 ** 0.5) < 0.01 * bound  # uniform(-b, b) has std b/sqrt(3)
+
+
+@pytest.mark.parametrize('h, w', [(37, 53), (65, 97), (32, 32)])
+def test_any_size(model, h, w):
+    img, trimap = inputs(h, w)
+    with torch.inference_mode():
+        alpha_ed, alpha_refined = model(img, trimap)
+        alpha_only, none = model(img, trimap, refine=False)
+    assert alpha_ed.shape == alpha_refined.shape == (1, 1, h, w)
+    assert none is None
+    assert torch.equal(alpha_only, alpha_ed)
+    for a in (alpha_ed, alpha_refined):
+        assert torch.all((a >= 0) & (a <= 1))
+
+
+def test_too_small_input_is_named(model):
+    with pytest.raises(ValueError, match='at least 32x32'):
+        model(*inputs(31, 64))
+
+
+def test_skip_variant_changes_the_output(model):
+    skip = net.DIM(skip=True).eval()
+    skip.load_state_dict(model.state_dict())
+    img, trimap = inputs(37, 53)
+    with torch.inference_mode():
+        a = model(img, trimap)[0]
+        b = skip(img, trimap)[0]
+    assert b.shape == (1, 1, 37, 53)
+    assert not torch.allclose(a, b)
+
+
+def test_refinement_is_a_residual_on_the_logits(model):
+    refiner = net.Refiner()
+    refiner.load_state_dict(model.refiner.state_dict())
+    nn.init.zeros_(refiner.refine_pred.weight)
+    nn.init.constant_(refiner.refine_pred.bias, 1.0)
+    raw = torch.randn(1, 1, 33, 35)
+    alpha = torch.sigmoid(raw)
+    out = refiner(torch.randn(1, 3, 33, 35), alpha, raw)
+    assert torch.allclose(out, torch.sigmoid(raw + 1.0))
+
+
+def test_trimap_is_divided_by_255(model):
+    # Only conv1_1's trimap channel sees the trimap: scaling that weight by 255 and feeding trimap / 255
+    # must give the same alpha.
+    img, trimap = inputs(40, 44)
+    scaled = net.DIM().eval()
+    scaled.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        scaled.encoder.conv1_1.weight[:, 3] *= 255
+    with torch.inference_mode():
+        a = model(img, trimap)
+        b = scaled(img, trimap / 255)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+
+
+def trainable(model):
+    return {name.split('.')[0] for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_set_stage(model):
+    m = net.DIM()
+    expected = {0: {'encoder', 'decoder'}, 1: {'encoder', 'decoder'}, 2: {'refiner'},
+                3: {'encoder', 'decoder', 'refiner'}}
+    for stage in (3, 2, 0, 1, 2, 3):  # also checks that a stage undoes the previous one
+        net.set_stage(m, stage)
+        assert trainable(m) == expected[stage]
+    net.set_stage(m, 2)
+    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == 76_801
+    with pytest.raises(ValueError):
+        net.set_stage(m, 4)
+
+
+def test_stage_2_backward_reaches_only_the_refiner():
+    m = net.DIM()
+    net.set_stage(m, 2)
+    img, trimap = inputs(32, 36)
+    alpha_ed, alpha_refined = m(img, trimap)
+    net.output_for_stage(alpha_ed, alpha_refined, 2).mean().backward()
+    assert all(p.grad is None for p in m.encoder.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.refiner.parameters())
+
+
+def test_in_place_relus_give_the_same_gradients(monkeypatch):
+    # Autograd raises if an in-place op overwrote a tensor that backward needs; also compare the gradients
+    # with those of the same network built on out-of-place ReLUs.
+    torch.manual_seed(1)
+    m = net.DIM(skip=True)
+    img, trimap = inputs(32, 32)
+
+    def grads():
+        m.zero_grad()
+        sum(a.sum() for a in m(img, trimap)).backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    in_place = grads()
+    monkeypatch.setattr(torch.nn.functional, 'relu_', torch.nn.functional.relu)
+    out_of_place = grads()
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(in_place, out_of_place))
+    assert sum(g.abs().sum() for g in in_place) > 0
+
+
+def test_output_for_stage():
+    ed, refined = torch.zeros(1), torch.ones(1)
+    assert net.output_for_stage(ed, refined, 0) is ed
+    assert net.output_for_stage(ed, refined, 1) is ed
+    assert net.output_for_stage(ed, refined, 2) is refined
+    assert net.output_for_stage(ed, refined, 3) is refined
+    with pytest.raises(ValueError):
+        net.output_for_stage(ed, None, 3)
+
+
+def test_channels_last_and_autocast(model):
+    img, trimap = inputs(48, 40)
+    with torch.inference_mode():
+        ref = model(img, trimap)
+        cl = net.DIM().eval()
+        cl.load_state_dict(model.state_dict())
+        cl = cl.to(memory_format=torch.channels_last)
+        out = cl(img.contiguous(memory_format=torch.channels_last), trimap)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(img, trimap)
+    for a, b in zip(ref, out):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(ref, low):
+        assert torch.isfinite(b).all() and (a - b.float()).abs().max() < 0.05
+
+
+def conv_macs_by_hooks(model, h, w):
+    macs = []
+
+    def hook(layer, args, out):
+        macs.append(out.numel() * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1])
+
+    handles = [layer.register_forward_hook(hook) for layer in model.modules() if isinstance(layer, nn.Conv2d)]
+    with torch.inference_mode():
+        model(*inputs(h, w))
+    for handle in handles:
+        handle.remove()
+    return sum(macs), len(macs)
+
+
+@pytest.mark.parametrize('h, w', [(37, 53), (64, 96)])
+def test_count_flops_matches_the_forward(model, h, w):
+    macs, layers = conv_macs_by_hooks(model, h, w)
+    assert layers == 25
+    assert net.count_flops(h, w) == macs
+    assert net.count_flops(h, w, refine=False) < macs
+
+
+def test_count_flops_value():
+    # 320x320 by hand: per-pixel MACs at each scale (full, 1/2, 1/4, 1/8, 1/16, 1/32), decoder and refiner.
+    full = 320 * 320
+    enc = full * (4 * 64 * 9 + 64 * 64 * 9) + full / 4 * (64 * 128 + 128 * 128) * 9 \
+        + full / 16 * (128 * 256 + 2 * 256 * 256) * 9 + full / 64 * (256 * 512 + 2 * 512 * 512) * 9 \
+        + full / 256 * 3 * 512 * 512 * 9 + full / 1024 * 512 * 512
+    dec = full / 1024 * 512 * 512 + full / 256 * 512 * 512 * 25 + full / 64 * 512 * 256 * 25 \
+        + full / 16 * 256 * 128 * 25 + full / 4 * 128 * 64 * 25 + full * (64 * 64 + 64) * 25
+    ref = full * (4 * 64 + 2 * 64 * 64 + 64) * 9
+    assert net.count_flops(320, 320) == enc + dec + ref == 68_275_404_800
+
+
+def test_checkpoint_round_trip(tmp_path, model):
+    path = tmp_path / 'sub' / 'ckpt.pth'
+    ckpt = {'format': net.CHECKPOINT_FORMAT, 'model': model.state_dict(), 'stage': 2, 'step': 7}
+    net.save_checkpoint(ckpt, str(path))
+    assert sorted(p.name for p in path.parent.iterdir()) == ['ckpt.pth']  # no .tmp left behind
+    back = net.load_checkpoint(str(path))
+    assert back['stage'] == 2 and back['step'] == 7
+    assert all(torch.equal(back['model'][k], v) for k, v in model.state_dict().items())
+    net.DIM().load_state_dict(back['model'])
+
+
+def test_load_checkpoint_errors(tmp_path):
+    missing = str(tmp_path / 'nope.pth')
+    with pytest.raises(FileNotFoundError, match='checkpoint not found: .*nope.pth'):
+        net.load_checkpoint(missing)
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(ValueError, match='garbage.pth: cannot read'):
+        net.load_checkpoint(str(garbage))
+    no_model = tmp_path / 'no_model.pth'
+    torch.save({'state_dict': {}}, no_model)
+    with pytest.raises(ValueError, match="no_model.pth: .*'model'"):
+        net.load_checkpoint(str(no_model))
+    pickled = tmp_path / 'pickled.pth'
+    torch.save({'model': {}, 'args': argparse.Namespace(lr=1)}, pickled)  # needs full unpickling
+    with pytest.raises(ValueError, match='pickled.pth: .*weights_only'):
+        net.load_checkpoint(str(pickled))
+    assert net.load_checkpoint(str(pickled), trust=True)['args'].lr == 1
