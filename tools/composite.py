@@ -1,0 +1,230 @@
+"""Composite foregrounds onto backgrounds with the rule of the Composition-1k dataset (SPEC section 3).
+
+    python tools/composite.py --fg_dir ROOT/train/fg --alpha_dir ROOT/train/alpha --bg_dir ROOT/train/bg \
+        --fg_names ROOT/train/fg_names.txt --bg_names ROOT/train/bg_names.txt --num_bg 100 --out_dir OUT/train
+    python tools/composite.py --fg_dir ROOT/test/fg --alpha_dir ROOT/test/alpha --bg_dir ROOT/test/bg \
+        --fg_names ROOT/test/fg_names.txt --bg_names ROOT/test/bg_names.txt --num_bg 20 \
+        --trimap_dir ROOT/test/trimap --out_dir OUT/test
+
+Rule: a background smaller than its foreground is upscaled (bicubic, ceil) to cover it, never downscaled;
+its top-left corner is cropped to the foreground's size; composite = a * F + (1 - a) * B in float,
+a = alpha / 255, truncated to uint8 (data.fit_background, data.compose).
+Pairing: with Adobe's name lists, foreground k of --fg_names gets the backgrounds on lines
+k * num_bg .. k * num_bg + num_bg - 1 of --bg_names; without them the foregrounds of --fg_dir in sorted
+order, foreground k getting the sorted backgrounds k * num_bg + i (cycling through them).
+Output (OUT = --out_dir):
+    OUT/image/{fg stem}_{i}.png    composite i of a foreground, i from 0
+    OUT/alpha/{fg stem}_{i}.png    its alpha (--copy_alpha; default: when --trimap_dir is given)
+    OUT/trimap/{fg stem}_{i}.png   the foreground's trimap (with --trimap_dir)
+    OUT/composites.csv             name,fg,alpha,bg of every finished composite, paths relative to OUT:
+                                   training recomposes crops from it (data.read_composite_list)
+Every file is written whole or not at all, and a rerun skips composites whose files exist, so an
+interrupted run resumes. A bad input (a listed file that is missing, an unreadable image, an alpha or
+trimap whose size differs from its foreground) is reported on one line by name, the rest goes on, and
+the exit status is 1.
+"""
+import argparse
+import multiprocessing
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import data  # noqa: E402
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--fg_dir', required=True, help='foreground images')
+    parser.add_argument('--alpha_dir', required=True, help='alphas, named as their foregrounds (or same stem)')
+    parser.add_argument('--bg_dir', required=True, help='background images')
+    parser.add_argument('--out_dir', required=True, help='output folder (image/, alpha/, trimap/, composites.csv)')
+    parser.add_argument('--fg_names', help="foreground file names, one a line (Adobe's *_fg_names.txt); "
+                        "without it every image of --fg_dir in sorted order")
+    parser.add_argument('--bg_names', help="background file names, num_bg a foreground in order (Adobe's "
+                        "*_bg_names.txt); without it the images of --bg_dir in sorted order, cycling")
+    parser.add_argument('--num_bg', type=int, default=100,
+                        help='backgrounds per foreground (Adobe: 100 train, 20 test)')
+    parser.add_argument('--trimap_dir', help="the foregrounds' trimaps (test set), copied per composite")
+    parser.add_argument('--copy_alpha', action='store_true', default=None,
+                        help='write OUT/alpha/{name}.png per composite (unset: only when --trimap_dir is given)')
+    parser.add_argument('--no_copy_alpha', dest='copy_alpha', action='store_false', default=argparse.SUPPRESS,
+                        help='never write OUT/alpha/')
+    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='worker processes')
+    return parser
+
+
+def read_names(path):
+    """Non-empty lines of a name list, stripped."""
+    try:
+        with open(path) as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def find_by_name(folder, name, stems):
+    """`folder/name`, else the file of `folder` with the same stem, else None."""
+    path = os.path.join(folder, name)
+    return path if os.path.isfile(path) else stems.get(os.path.splitext(name)[0])
+
+
+def plan(args):
+    """(jobs, problems, failed): one job per foreground with its (i, bg path) pairs; a line for each input
+    that is missing; the number of composites that cannot be made because of them."""
+    if args.num_bg < 1:
+        raise ValueError(f"--num_bg must be at least 1, got {args.num_bg}")
+    for flag in ('fg_dir', 'alpha_dir', 'bg_dir', 'trimap_dir'):
+        folder = getattr(args, flag)
+        if folder is not None and not os.path.isdir(folder):
+            raise ValueError(f"--{flag} {folder}: not a folder")
+    if args.fg_names:
+        fg_names = read_names(args.fg_names)
+    else:
+        fg_names = data.list_images(args.fg_dir)
+    if not fg_names:
+        raise ValueError(f"no foregrounds in {args.fg_names or args.fg_dir}")
+    if args.bg_names:
+        bg_names = read_names(args.bg_names)
+        if len(bg_names) != len(fg_names) * args.num_bg:
+            raise ValueError(f"--bg_names {args.bg_names} lists {len(bg_names)} backgrounds; expected "
+                             f"{len(fg_names) * args.num_bg} = {len(fg_names)} foregrounds x --num_bg {args.num_bg}")
+    else:
+        listed = data.list_images(args.bg_dir)
+        if not listed:
+            raise ValueError(f"--bg_dir {args.bg_dir}: no images ({', '.join(data.IMAGE_EXTS)})")
+        bg_names = [listed[j % len(listed)] for j in range(len(fg_names) * args.num_bg)]
+    stems = [os.path.splitext(n)[0] for n in fg_names]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ValueError(f"foregrounds share a stem, so their composites would share names: {', '.join(twice)}")
+
+    def by_stem(folder):
+        return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in data.list_images(folder)} if folder else {}
+
+    alpha_stems, trimap_stems = by_stem(args.alpha_dir), by_stem(args.trimap_dir)
+    bg_list = args.bg_names or args.bg_dir
+    jobs, problems, failed = [], [], 0
+    for k, (name, stem) in enumerate(zip(fg_names, stems)):
+        fg = os.path.join(args.fg_dir, name)
+        alpha = find_by_name(args.alpha_dir, name, alpha_stems)
+        trimap = find_by_name(args.trimap_dir, name, trimap_stems) if args.trimap_dir else None
+        missing = [f"foreground {fg}: file not found" + (f" (listed in {args.fg_names})" if args.fg_names else '')
+                   ] if not os.path.isfile(fg) else []
+        if alpha is None:
+            missing.append(f"foreground {name}: no alpha named like it in {args.alpha_dir}")
+        if args.trimap_dir and trimap is None:
+            missing.append(f"foreground {name}: no trimap named like it in {args.trimap_dir}")
+        if missing:
+            problems += [f"{m} ({args.num_bg} composites of {stem} not made)" for m in missing]
+            failed += args.num_bg
+            continue
+        pairs = []
+        for i in range(args.num_bg):
+            line = k * args.num_bg + i
+            bg = os.path.join(args.bg_dir, bg_names[line])
+            if os.path.isfile(bg):
+                pairs.append((i, bg))
+            else:
+                problems.append(f"background {bg}: file not found (line {line + 1} of {bg_list}; "
+                                f"composite {stem}_{i} not made)")
+                failed += 1
+        jobs.append(dict(index=k, stem=stem, fg=fg, alpha=alpha, trimap=trimap, pairs=pairs))
+    return jobs, problems, failed
+
+
+def read_foreground(job):
+    """(fg, alpha, trimap or None) of a job; a size that differs from the foreground's is an error."""
+    fg, alpha = data.read_image(job['fg']), data.read_gray(job['alpha'])
+    trimap = data.read_gray(job['trimap']) if job['trimap'] else None
+    for what, path, gray in (('alpha', job['alpha'], alpha), ('trimap', job['trimap'], trimap)):
+        if gray is not None and gray.shape != fg.shape[:2]:
+            raise ValueError(f"{path}: {what} is {gray.shape[1]}x{gray.shape[0]}, its foreground "
+                             f"{job['fg']} is {fg.shape[1]}x{fg.shape[0]}")
+    return fg, alpha, trimap
+
+
+def make_composites(job, out_dir, copy_alpha):
+    """Composites of one foreground that are not on disk yet -> (job index, finished rows, problems,
+    number written). A composite counts as on disk when all its files exist (each is written whole)."""
+    finished, todo, problems, written = [], [], [], 0
+
+    def outputs(name):
+        return dict(image=os.path.join(out_dir, 'image', name + '.png'),
+                    alpha=os.path.join(out_dir, 'alpha', name + '.png') if copy_alpha else None,
+                    trimap=os.path.join(out_dir, 'trimap', name + '.png') if job['trimap'] else None)
+
+    for i, bg in job['pairs']:
+        name = f"{job['stem']}_{i}"
+        row = dict(name=name, fg=job['fg'], alpha=job['alpha'], bg=bg)
+        done = all(p is None or os.path.isfile(p) for p in outputs(name).values())
+        (finished if done else todo).append((i, row))
+    if todo:
+        try:
+            fg, alpha, trimap = read_foreground(job)
+        except ValueError as e:
+            problems.append(f"{e} ({len(todo)} composites of {job['stem']} not made)")
+            todo = []
+    for i, row in todo:
+        paths = outputs(row['name'])
+        try:
+            bg = data.fit_background(data.read_image(row['bg']), *alpha.shape)
+            image = data.compose(fg, bg, alpha).astype(np.uint8)  # truncated, as the dataset's script
+            if paths['alpha']:
+                data.write_png(paths['alpha'], alpha)
+            if paths['trimap']:
+                data.write_png(paths['trimap'], trimap)
+            data.write_png(paths['image'], image)
+        except (ValueError, OSError) as e:
+            problems.append(f"{e} (composite {row['name']} not made)")
+            continue
+        finished.append((i, row))
+        written += 1
+    return job['index'], [row for _, row in sorted(finished, key=lambda x: x[0])], problems, written
+
+
+def _run(task):
+    return make_composites(*task)
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    copy_alpha = bool(args.trimap_dir) if args.copy_alpha is None else args.copy_alpha
+    try:
+        jobs, problems, failed = plan(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    tasks = [(job, args.out_dir, copy_alpha) for job in jobs]
+    results, written, sizes = {}, 0, {job['index']: len(job['pairs']) for job in jobs}
+    bar = tqdm(total=sum(sizes.values()), unit='img', desc='composite', dynamic_ncols=True)
+    pool = multiprocessing.Pool(args.workers) if args.workers > 1 and len(tasks) > 1 else None
+    try:
+        for index, rows, job_problems, n in (pool.imap_unordered(_run, tasks) if pool else map(_run, tasks)):
+            results[index] = rows
+            written += n
+            for p in job_problems:
+                tqdm.write(f"error: {p}", file=sys.stderr)
+            problems += job_problems
+            bar.update(sizes[index])
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    rows = [row for index in sorted(results) for row in results[index]]
+    data.write_composite_list(os.path.join(args.out_dir, data.COMPOSITE_LIST), rows)
+    failed += sum(sizes.values()) - len(rows)
+    print(f"{len(rows)} composites in {args.out_dir} ({written} written now, {len(rows) - written} already there)"
+          + (f"; {failed} not made, {len(problems)} problem(s) reported above" if problems or failed else ''),
+          file=sys.stderr)
+    return 1 if problems or failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
