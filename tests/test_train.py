@@ -1,0 +1,137 @@
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import data
+import net
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def tiny_set(tmp_path_factory):
+    """Four red-ish soft discs with their alphas, and three noisy blue-ish backgrounds (online mode)."""
+    root = tmp_path_factory.mktemp('tiny')
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:80, :80]
+    for i in range(4):
+        cy, cx, r = rng.uniform(30, 50), rng.uniform(30, 50), rng.uniform(14, 24)
+        alpha = np.clip((r - np.hypot(yy - cy, xx - cx)) / 6 + 0.5, 0, 1)
+        data.write_png(str(root / 'alpha' / f'fg{i}.png'), np.round(alpha * 255).astype(np.uint8))
+        fg = np.zeros((80, 80, 3), np.uint8) + np.array([200, 40 + 20 * i, 30], np.uint8)
+        data.write_png(str(root / 'fg' / f'fg{i}.png'), fg)
+    for i in range(3):
+        bg = rng.integers(0, 60, (90, 90, 3)).astype(np.uint8) + np.array([0, 60, 150], np.uint8)
+        data.write_png(str(root / 'bg' / f'bg{i}.png'), cv2.GaussianBlur(bg, (5, 5), 0))
+    return root
+
+
+def run_args(root, save_dir, *extra):
+    return ['--fgDir', str(root / 'fg'), '--alphaDir', str(root / 'alpha'), '--bgDir', str(root / 'bg'),
+            '--size_h', '64', '--size_w', '64', '--crop_h', '64', '--workers', '0', '--val_fraction', '0',
+            '--print_freq', '1', '--init', 'he', '--saveDir', str(save_dir), *extra]
+
+
+def logged_losses(save_dir):
+    with open(os.path.join(save_dir, 'log.jsonl')) as f:
+        return {r['step']: r['loss'] for r in map(json.loads, f) if 'loss' in r}
+
+
+def test_camel_case_flags_parse_like_snake_case():
+    parser = train.get_args_parser()
+    camel = parser.parse_args(['--imgDir', 'a', '--fgDir', 'f', '--alphaDir', 'al', '--bgDir', 'b', '--batchSize', '2',
+                               '--nEpochs', '3', '--saveDir', 's', '--printFreq', '5', '--ckptSaveFreq', '2',
+                               '--testFreq', '4', '--testImgDir', 't', '--testAlaphaDir', 'ta',
+                               '--testTrimapDir', 'tt', '--testResDir', 'tr', '--crop_h', '320,480'])
+    snake = parser.parse_args(['--img_dir', 'a', '--fg_dir', 'f', '--alpha_dir', 'al', '--bg_dir', 'b',
+                               '--batch_size', '2', '--epochs', '3', '--save_dir', 's', '--print_freq', '5',
+                               '--ckpt_save_freq', '2', '--test_freq', '4', '--test_img_dir', 't',
+                               '--test_alpha_dir', 'ta', '--test_trimap_dir', 'tt', '--test_res_dir', 'tr',
+                               '--crop_sizes', '320,480'])
+    assert vars(camel) == vars(snake)
+    assert camel.crop_h == [320, 480]
+    with pytest.raises(SystemExit):  # no abbreviations: --test must not match --test_freq
+        parser.parse_args(['--test', '1'])
+
+
+def test_resumed_run_continues_with_the_same_losses(tiny_set, tmp_path):
+    whole, part = tmp_path / 'whole', tmp_path / 'part'
+    assert train.main(run_args(tiny_set, whole, '--max_iters', '6', '--lr', '1e-4')) == 0
+    assert train.main(run_args(tiny_set, part, '--max_iters', '3', '--lr', '1e-4')) == 0
+    ckpt = torch.load(part / 'latest.pth', weights_only=True)  # plain tensors and values only
+    assert ckpt['step'] == 3 and ckpt['stage'] == 1 and ckpt['format'] == net.CHECKPOINT_FORMAT
+    assert train.main(run_args(tiny_set, part, '--max_iters', '6', '--lr', '1e-4',
+                               '--resume', str(part / 'latest.pth'))) == 0
+    expected, resumed = logged_losses(whole), logged_losses(part)
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):  # 4 composites an epoch: step 6 is in the second epoch
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-5)
+    final_whole = torch.load(whole / 'latest.pth', weights_only=True)['model']
+    final_part = torch.load(part / 'latest.pth', weights_only=True)['model']
+    assert torch.allclose(final_whole['decoder.deconv1.weight'], final_part['decoder.deconv1.weight'], atol=1e-6)
+
+
+def test_loss_falls_on_a_tiny_set(tiny_set, tmp_path):
+    assert train.main(run_args(tiny_set, tmp_path, '--stage', '0', '--max_iters', '60', '--lr', '1e-4')) == 0
+    losses = logged_losses(tmp_path)
+    first, last = np.mean([losses[s] for s in range(1, 6)]), np.mean([losses[s] for s in range(51, 61)])
+    assert last < 0.5 * first, (first, last)
+
+
+def test_stage_2_trains_only_the_refiner(tiny_set, tmp_path):
+    assert train.main(run_args(tiny_set, tmp_path / 's1', '--max_iters', '1')) == 0
+    start = tmp_path / 's1' / 'latest.pth'
+    assert train.main(run_args(tiny_set, tmp_path / 's2', '--stage', '2', '--max_iters', '2', '--lr', '1e-3',
+                               '--pretrain', str(start))) == 0
+    before = torch.load(start, weights_only=True)['model']
+    after = torch.load(tmp_path / 's2' / 'latest.pth', weights_only=True)['model']
+    assert torch.equal(before['encoder.conv1_1.weight'], after['encoder.conv1_1.weight'])
+    assert torch.equal(before['decoder.deconv1.weight'], after['decoder.deconv1.weight'])
+    assert not torch.equal(before['refiner.refine_pred.weight'], after['refiner.refine_pred.weight'])
+
+
+def test_validation_writes_best_and_a_json_line(tiny_set, tmp_path):
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '2', '--val_fraction', '0.25',
+                               '--val_per_fg', '1')) == 0
+    with open(tmp_path / 'log.jsonl') as f:
+        records = [json.loads(line) for line in f]
+    assert 'args' in records[0] and records[0]['val_composites'] == 1
+    val = [r for r in records if 'val' in r]
+    assert len(val) == 1 and set(val[0]['val']) == {'sad', 'mse', 'grad', 'conn'}
+    assert torch.load(tmp_path / 'best.pth', weights_only=True)['best_sad'] == val[0]['val']['sad']
+
+
+def test_bad_checkpoints_are_one_line_errors(tiny_set, tmp_path, capsys):
+    assert train.main(run_args(tiny_set, tmp_path, '--resume', str(tmp_path / 'missing.pth'))) == 1
+    assert 'missing.pth' in capsys.readouterr().err
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(b'not a checkpoint')
+    assert train.main(run_args(tiny_set, tmp_path, '--pretrain', str(corrupt))) == 1
+    err = capsys.readouterr().err
+    assert 'corrupt.pth' in err and len(err.strip().splitlines()) == 1
+
+
+def test_non_finite_loss_stops_and_names_the_step(tiny_set, tmp_path, monkeypatch, capsys):
+    real_loss = train.stage_loss
+    monkeypatch.setattr(train, 'stage_loss', lambda *a, **k: real_loss(*a, **k) * float('nan'))
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '3')) == 1
+    assert 'non-finite loss' in capsys.readouterr().err and not (tmp_path / 'latest.pth').exists()
+
+
+def test_two_processes_with_gloo(tiny_set, tmp_path):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           os.path.join(ROOT, 'train.py'), *run_args(tiny_set, tmp_path, '--max_iters', '2')]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ckpt = torch.load(tmp_path / 'latest.pth', weights_only=True)
+    assert ckpt['step'] == 2 and not any(k.startswith('module.') for k in ckpt['model'])
+    with open(tmp_path / 'log.jsonl') as f:
+        assert json.loads(f.readline())['world'] == 2

@@ -1,0 +1,379 @@
+"""Train Deep Image Matting, one stage at a time.
+
+  stage 0  encoder-decoder, alpha loss only
+  stage 1  encoder-decoder, wl * alpha loss + (1 - wl) * composition loss      (start: VGG-16, chg_model.py)
+  stage 2  refinement only, encoder-decoder frozen, alpha loss on the refined alpha   (start: stage 1)
+  stage 3  everything: stage-1 loss on the encoder-decoder alpha + alpha loss on the refined alpha
+           (start: stage 2)
+
+One process: `python train.py --stage 1 --imgDir data/comp1k/train/image --pretrain vgg.pth`.
+Several GPUs: `torchrun --nproc_per_node=N train.py ...` (DistributedDataParallel; --batchSize is per process).
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import data
+import deploy
+import metrics
+import net
+from loss import stage_loss
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                formatter_class=type('Formatter', (argparse.ArgumentDefaultsHelpFormatter,
+                                                                   argparse.RawDescriptionHelpFormatter), {}))
+    p.add_argument('--stage', type=int, default=1, choices=[0, 1, 2, 3], help="what trains and which loss (above)")
+    g = p.add_argument_group('data')
+    g.add_argument('--img_dir', '--imgDir', help="composites written by tools/composite.py (the folder holding "
+                   "composites.csv, or its image/ subfolder): fixed foreground/background pairs")
+    g.add_argument('--fg_dir', '--fgDir', help="foregrounds, for online composition (with --alpha_dir, --bg_dir)")
+    g.add_argument('--alpha_dir', '--alphaDir', help="alphas named like the foregrounds")
+    g.add_argument('--bg_dir', '--bgDir', help="backgrounds; given, every sample draws a random one (online mode)")
+    g.add_argument('--size_h', type=int, default=320, help="network input size of a training crop")
+    g.add_argument('--size_w', type=int, default=320, help="must equal --size_h")
+    g.add_argument('--crop_h', '--crop_sizes', type=_int_list, default=[320, 480, 640],
+                   help="crop sizes drawn per sample, comma separated; each crop is resized to size_h")
+    g.add_argument('--crop_w', type=_int_list, default=None, help="accepted for old scripts; must equal --crop_h")
+    g.add_argument('--val_fraction', type=float, default=0.05,
+                   help="share of the foregrounds held out for validation (never their composites)")
+    g.add_argument('--val_per_fg', type=int, default=2, help="validation composites per held-out foreground")
+    g.add_argument('--workers', type=int, default=4, help="data loader processes per training process")
+    g = p.add_argument_group('optimisation (the paper: Adam, lr 1e-5, batch 1, no schedule)')
+    g.add_argument('--batch_size', '--batchSize', type=int, default=1, help="per process")
+    g.add_argument('--lr', type=float, default=1e-5)
+    g.add_argument('--step', '--lr_step', type=int, default=0, help="divide lr by 10 every this many epochs; 0: never")
+    g.add_argument('--epochs', '--nEpochs', type=int, default=25, help="epochs over the training composites")
+    g.add_argument('--max_iters', type=int, default=0, help="stop after this many steps in all; 0: no limit")
+    g.add_argument('--wl_weight', type=float, default=0.5, help="weight of the alpha loss against the composition loss")
+    g.add_argument('--skip', action='store_true', help="add encoder features to the unpooled decoder maps "
+                   "(a variant, not the paper)")
+    g.add_argument('--init', default='xavier', choices=['xavier', 'he'],
+                   help="initialisation of layers no checkpoint sets; from scratch (no --pretrain) use he (net.py)")
+    g.add_argument('--seed', type=int, default=0)
+    g = p.add_argument_group('checkpoints and validation')
+    g.add_argument('--save_dir', '--saveDir', default='runs/stage1', help="latest.pth, best.pth and log.jsonl")
+    g.add_argument('--pretrain', help="start from this model (chg_model.py output or an earlier stage)")
+    g.add_argument('--resume', help="continue this run: model, optimizer, scaler, step and RNG state")
+    g.add_argument('--trust', action='store_true', help="allow full unpickling of --pretrain/--resume files")
+    g.add_argument('--print_freq', '--printFreq', type=int, default=100, help="steps between logged train losses")
+    g.add_argument('--ckpt_save_freq', '--ckptSaveFreq', type=int, default=1, help="epochs between latest.pth saves")
+    g.add_argument('--test_freq', '--testFreq', type=int, default=1, help="epochs between validations")
+    g.add_argument('--test_img_dir', '--testImgDir', help="also score this test set at each validation "
+                   "(logged only, never used to pick best.pth)")
+    g.add_argument('--test_trimap_dir', '--testTrimapDir')
+    g.add_argument('--test_alpha_dir', '--testAlphaDir', '--testAlaphaDir')
+    g.add_argument('--test_res_dir', '--testResDir', help="write the test predictions here")
+    g.add_argument('--crop_or_resize', default='whole', choices=['whole', 'crop', 'resize'],
+                   help="inference method for validation (see deploy.py)")
+    g.add_argument('--max_size', type=int, default=1600, help="longer side above which validation downscales")
+    g.add_argument('--device', default='auto', help="auto, cpu, cuda, cuda:1, ...")
+    return p
+
+
+def _int_list(text):
+    return [int(v) for v in text.replace(' ', ',').split(',') if v]
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+def setup_distributed(device_arg):
+    """(rank, world, device); a process group only when torchrun set RANK."""
+    if 'RANK' in os.environ:
+        rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+        local_rank = int(os.environ.get('LOCAL_RANK', 0))
+        use_cuda = torch.cuda.is_available() and device_arg in ('auto', 'cuda')
+        device = torch.device('cuda', local_rank) if use_cuda else torch.device('cpu')
+        if use_cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group('nccl' if use_cuda else 'gloo')
+        return rank, world, device
+    if device_arg == 'auto':
+        device_arg = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return 0, 1, torch.device(device_arg)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast_for(device):
+    """bf16 autocast on GPUs that have it, fp16 (with a grad scaler) on older ones, fp32 on CPU."""
+    if device.type != 'cuda':
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def build_data(args, rank, world):
+    """Training and validation entries, split by foreground, and the training dataset."""
+    if args.img_dir:
+        entries = data.read_composite_list(args.img_dir)
+    elif args.fg_dir and args.alpha_dir and args.bg_dir:
+        entries = data.entries_from_folders(args.fg_dir, args.alpha_dir, args.bg_dir)
+    else:
+        raise ValueError("give --img_dir (composites.csv of tools/composite.py), or --fg_dir, --alpha_dir "
+                         "and --bg_dir for online composition")
+    online_bgs = None
+    if args.bg_dir:
+        online_bgs = [os.path.join(args.bg_dir, n) for n in data.list_images(args.bg_dir)]
+        if not online_bgs:
+            raise ValueError(f"{args.bg_dir}: no background images")
+    train_entries, val_entries = data.split_by_foreground(entries, args.val_fraction, args.seed)
+    if len(train_entries) < args.batch_size * world:
+        raise ValueError(f"{len(train_entries)} training composites are too few for batch size "
+                         f"{args.batch_size} on {world} process(es)")
+    dataset = data.TrainDataset(train_entries, size=args.size_h, crop_sizes=tuple(args.crop_h),
+                                seed=args.seed, online_bgs=online_bgs)
+    return dataset, first_per_foreground(val_entries, args.val_per_fg)
+
+
+def first_per_foreground(entries, k):
+    """At most k composites of each foreground, in list order."""
+    seen = defaultdict(int)
+    kept = []
+    for e in entries:
+        if seen[e['fg']] < k:
+            seen[e['fg']] += 1
+            kept.append(e)
+    return kept
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This process's share of a permutation that depends on (seed, epoch) alone, from `start` on,
+    so a resumed run sees the same samples in the same order as one that never stopped."""
+
+    def __init__(self, n, seed, rank, world):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.indices = []
+
+    def set_epoch(self, epoch, start=0):
+        generator = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        per_rank = self.n // self.world
+        self.indices = order[self.rank * per_rank:(self.rank + 1) * per_rank][start:]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+def load_weights(model, path, trust):
+    ckpt = net.load_checkpoint(path, trust=trust)
+    try:
+        model.load_state_dict(ckpt['model'])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: does not fit this model: {str(e).splitlines()[0]}") from None
+    return ckpt
+
+
+def make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad):
+    return {
+        'format': net.CHECKPOINT_FORMAT, 'model': model.state_dict(), 'stage': args.stage, 'step': step,
+        'epoch': epoch, 'best_sad': best_sad, 'optimizer': optimizer.state_dict(),
+        'scaler': scaler.state_dict(), 'args': vars(args),
+        'rng': {'torch': torch.get_rng_state(), 'python': random.getstate()},
+    }
+
+
+def restore(ckpt, optimizer, scaler, args, path):
+    if ckpt.get('stage') != args.stage:
+        raise ValueError(f"{path}: a stage-{ckpt.get('stage')} checkpoint cannot resume stage {args.stage} "
+                         f"(start a new stage with --pretrain)")
+    if 'optimizer' not in ckpt:
+        raise ValueError(f"{path}: holds no optimizer state (use --pretrain for model-only files)")
+    optimizer.load_state_dict(ckpt['optimizer'])
+    scaler.load_state_dict(ckpt['scaler'])
+    torch.set_rng_state(ckpt['rng']['torch'])
+    random.setstate(ckpt['rng']['python'])
+    return ckpt['step'], ckpt.get('best_sad', math.inf)
+
+
+# ----------------------------------------------------------------------------------------- train, eval
+
+def train_step(model, batch, optimizer, scaler, args, device, amp_dtype):
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    img = batch['img'].contiguous(memory_format=torch.channels_last) if device.type == 'cuda' else batch['img']
+    amp = torch.autocast('cuda', dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    with amp:
+        alpha_ed, alpha_refined = model(img, batch['trimap'], refine=args.stage >= 2)
+    loss = stage_loss(alpha_ed, alpha_refined, batch, args.stage, args.wl_weight)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model, samples, args, device, save_dir=None):
+    """Mean SAD/MSE/GRAD/CONN of whole-image predictions, made as deploy.py makes them."""
+    model.eval()
+    scores = []
+    for sample in tqdm(samples, desc='validate', leave=False, dynamic_ncols=True):
+        pred = deploy.predict(model, sample['image'], sample['trimap'], args.stage, method=args.crop_or_resize,
+                              max_size=args.max_size, size=(args.size_h, args.size_w), device=device)
+        pred = np.round(pred * 255).astype(np.uint8)
+        if save_dir:
+            data.write_png(os.path.join(save_dir, os.path.splitext(sample['name'])[0] + '.png'), pred)
+        scores.append(metrics.compute_all(pred, sample['alpha'], sample['trimap']))
+    model.train()
+    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]} if scores else {}
+
+
+def log_line(path, record):
+    with open(path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    try:
+        check_args(args)
+        return train(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def check_args(args):
+    if args.size_h != args.size_w:
+        raise ValueError("training crops are square: --size_w must equal --size_h")
+    if args.crop_w is not None and args.crop_w != args.crop_h:
+        raise ValueError("training crops are square: --crop_w must equal --crop_h")
+    if args.resume and args.pretrain:
+        raise ValueError("give --resume (continue a run) or --pretrain (start from weights), not both")
+    for path in (args.resume, args.pretrain):
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not (args.pretrain or args.resume) and args.init == 'xavier':
+        print("warning: no --pretrain: the whole network starts from Xavier init, whose output is nearly "
+              "constant in this 20-layer plain net; use VGG-16 weights (tools/chg_model.py) or --init he",
+              file=sys.stderr)
+    if args.stage >= 2 and not (args.pretrain or args.resume):
+        print(f"warning: stage {args.stage} normally starts from a stage-{args.stage - 1} checkpoint "
+              f"(--pretrain); starting from scratch", file=sys.stderr)
+
+
+def train(args):
+    rank, world, device = setup_distributed(args.device)
+    main_process = rank == 0
+    seed_everything(args.seed)
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+
+    dataset, val_entries = build_data(args, rank, world)
+    val_samples = data.ValDataset(val_entries, max_size=args.max_size) if val_entries else []
+    test_samples = (data.TestDataset(args.test_img_dir, args.test_trimap_dir, args.test_alpha_dir)
+                    if args.test_img_dir else [])
+
+    model = net.DIM(skip=args.skip, init=args.init)
+    if args.pretrain:
+        load_weights(model, args.pretrain, args.trust)
+    net.set_stage(model, args.stage)
+    model.to(device)
+    if device.type == 'cuda':
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_for(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    step, best_sad = 0, math.inf
+    if args.resume:
+        step, best_sad = restore(load_weights(model, args.resume, args.trust), optimizer, scaler, args, args.resume)
+    ddp = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None) \
+        if world > 1 else model
+
+    steps_per_epoch = len(dataset) // world // args.batch_size
+    total = args.epochs * steps_per_epoch
+    if args.max_iters:
+        total = min(total, args.max_iters)
+    log_path = os.path.join(args.save_dir, 'log.jsonl')
+    if main_process:
+        os.makedirs(args.save_dir, exist_ok=True)
+        log_line(log_path, {'args': vars(args), 'torch': torch.__version__, 'python': platform.python_version(),
+                            'world': world, 'device': str(device), 'train_composites': len(dataset),
+                            'val_composites': len(val_samples), 'resumed_at': step})
+
+    def save(name, epoch, best):
+        net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best),
+                            os.path.join(args.save_dir, name))
+
+    # One loader for the run: its workers keep their decoded-image caches from epoch to epoch.
+    sampler = EpochSampler(len(dataset), args.seed, rank, world)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
+                                         num_workers=args.workers, drop_last=True, pin_memory=device.type == 'cuda',
+                                         persistent_workers=args.workers > 0)
+    bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
+    running, started = [], time.time()
+    while step < total:
+        epoch, offset = divmod(step, steps_per_epoch)
+        for group in optimizer.param_groups:
+            group['lr'] = args.lr * (0.1 ** (epoch // args.step) if args.step else 1)
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, start=offset * args.batch_size)
+        for batch in loader:
+            loss = train_step(ddp, batch, optimizer, scaler, args, device, amp_dtype)
+            step += 1
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step}")
+            running.append(loss.item())
+            bar.update()
+            bar.set_postfix(loss=f'{np.mean(running[-args.print_freq:]):.4f}')
+            if main_process and step % args.print_freq == 0:
+                log_line(log_path, {'step': step, 'epoch': epoch, 'loss': float(np.mean(running[-args.print_freq:])),
+                                    'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - started})
+            if step >= total:
+                break
+        epoch_done, last = step % steps_per_epoch == 0, step >= total
+        if main_process and val_samples and (last or epoch_done and (epoch + 1) % args.test_freq == 0):
+            best_sad = validate(model, val_samples, test_samples, args, device, step, epoch, best_sad, log_path, save)
+        if main_process and (last or epoch_done and (epoch + 1) % args.ckpt_save_freq == 0):
+            save('latest.pth', epoch, best_sad)
+        if world > 1:
+            dist.barrier()
+    bar.close()
+    if main_process:
+        print(f"stage {args.stage}: {step} steps, last loss {np.mean(running[-args.print_freq:] or [math.nan]):.4f}, "
+              f"best validation SAD {best_sad:.2f}; checkpoints in {args.save_dir}")
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+def validate(model, val_samples, test_samples, args, device, step, epoch, best_sad, log_path, save):
+    """Score the held-out foregrounds (and the test set, for the log only); keep the best by SAD."""
+    record = {'step': step, 'epoch': epoch, 'val': evaluate(model, val_samples, args, device)}
+    if test_samples:
+        record['test'] = evaluate(model, test_samples, args, device, save_dir=args.test_res_dir)
+    if record['val']['sad'] < best_sad:
+        best_sad = record['val']['sad']
+        save('best.pth', epoch, best_sad)
+        record['best'] = True
+    log_line(log_path, record)
+    tqdm.write(f"step {step}: validation " + ' '.join(f"{k} {v:.4f}" for k, v in record['val'].items()))
+    return best_sad
+
+
+if __name__ == '__main__':
+    sys.exit(main())
