@@ -319,11 +319,13 @@ def train(args):
         net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best),
                             os.path.join(args.save_dir, name))
 
-    # One loader for the run: its workers keep their decoded-image caches from epoch to epoch.
+    # One loader for the run: its workers keep their decoded-image caches from epoch to epoch. They are
+    # spawned, not forked: a fork after OpenCV has run threads in this process (validation) can hang.
     sampler = EpochSampler(len(dataset), args.seed, rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                                          num_workers=args.workers, drop_last=True, pin_memory=device.type == 'cuda',
-                                         persistent_workers=args.workers > 0)
+                                         persistent_workers=args.workers > 0,
+                                         multiprocessing_context='spawn' if args.workers > 0 else None)
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
     running, started = [], time.time()
     while step < total:

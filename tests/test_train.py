@@ -98,14 +98,16 @@ def test_stage_2_trains_only_the_refiner(tiny_set, tmp_path):
 
 
 def test_validation_writes_best_and_a_json_line(tiny_set, tmp_path):
-    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '2', '--val_fraction', '0.25',
-                               '--val_per_fg', '1')) == 0
+    # 3 training composites an epoch: validation after epoch 1, then a loader worker goes on loading
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '4', '--val_fraction', '0.25',
+                               '--val_per_fg', '1', '--workers', '1')) == 0
     with open(tmp_path / 'log.jsonl') as f:
         records = [json.loads(line) for line in f]
     assert 'args' in records[0] and records[0]['val_composites'] == 1
     val = [r for r in records if 'val' in r]
-    assert len(val) == 1 and set(val[0]['val']) == {'sad', 'mse', 'grad', 'conn'}
-    assert torch.load(tmp_path / 'best.pth', weights_only=True)['best_sad'] == val[0]['val']['sad']
+    assert [r['step'] for r in val] == [3, 4] and set(val[0]['val']) == {'sad', 'mse', 'grad', 'conn'}
+    best = min(r['val']['sad'] for r in val)
+    assert torch.load(tmp_path / 'best.pth', weights_only=True)['best_sad'] == best
 
 
 def test_bad_checkpoints_are_one_line_errors(tiny_set, tmp_path, capsys):
