@@ -293,8 +293,8 @@ def get_args_parser():
     return p
 
 
-def _pick_device(args):
-    name = 'cuda' if args.cuda else args.device
+def pick_device(name):
+    """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:N'; ValueError for anything else."""
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
@@ -367,7 +367,7 @@ def main(argv=None):
                                    ('--tile', args.tile, 1), ('--max_size', args.max_size, 0)):
             if value is not None and value < least:
                 raise ValueError(f"{flag} must be at least {least}, not {value}")
-        device = _pick_device(args)
+        device = pick_device('cuda' if args.cuda else args.device)
         _check_folders(args)
         names = data.list_images(args.img_dir)
         if not names:

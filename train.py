@@ -18,7 +18,7 @@ import platform
 import random
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 import torch
@@ -102,9 +102,7 @@ def setup_distributed(device_arg):
             torch.cuda.set_device(device)
         dist.init_process_group('nccl' if use_cuda else 'gloo')
         return rank, world, device
-    if device_arg == 'auto':
-        device_arg = 'cuda' if torch.cuda.is_available() else 'cpu'
-    return 0, 1, torch.device(device_arg)
+    return 0, 1, deploy.pick_device(device_arg)
 
 
 def seed_everything(seed):
@@ -120,7 +118,7 @@ def autocast_for(device):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def build_data(args, rank, world):
+def build_data(args, world):
     """Training and validation entries, split by foreground, and the training dataset."""
     if args.img_dir:
         entries = data.read_composite_list(args.img_dir)
@@ -221,7 +219,7 @@ def train_step(model, batch, optimizer, scaler, args, device, amp_dtype):
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return loss.detach()
+    return loss.item()
 
 
 @torch.no_grad()
@@ -237,7 +235,7 @@ def evaluate(model, samples, args, device, save_dir=None):
             data.write_png(os.path.join(save_dir, os.path.splitext(sample['name'])[0] + '.png'), pred)
         scores.append(metrics.compute_all(pred, sample['alpha'], sample['trimap']))
     model.train()
-    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]} if scores else {}
+    return metrics.mean_metrics(scores)
 
 
 def log_line(path, record):
@@ -283,7 +281,7 @@ def train(args):
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
 
-    dataset, val_entries = build_data(args, rank, world)
+    dataset, val_entries = build_data(args, world)
     val_samples = data.ValDataset(val_entries, max_size=args.max_size) if val_entries else []
     test_samples = (data.TestDataset(args.test_img_dir, args.test_trimap_dir, args.test_alpha_dir)
                     if args.test_img_dir else [])
@@ -327,7 +325,7 @@ def train(args):
                                          persistent_workers=args.workers > 0,
                                          multiprocessing_context='spawn' if args.workers > 0 else None)
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
-    running, started = [], time.time()
+    running, started = deque(maxlen=args.print_freq), time.time()
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         for group in optimizer.param_groups:
@@ -337,13 +335,13 @@ def train(args):
         for batch in loader:
             loss = train_step(ddp, batch, optimizer, scaler, args, device, amp_dtype)
             step += 1
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss ({loss.item()}) at step {step}")
-            running.append(loss.item())
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss ({loss}) at step {step}")
+            running.append(loss)
             bar.update()
-            bar.set_postfix(loss=f'{np.mean(running[-args.print_freq:]):.4f}')
+            bar.set_postfix(loss=f'{np.mean(running):.4f}')
             if main_process and step % args.print_freq == 0:
-                log_line(log_path, {'step': step, 'epoch': epoch, 'loss': float(np.mean(running[-args.print_freq:])),
+                log_line(log_path, {'step': step, 'epoch': epoch, 'loss': float(np.mean(running)),
                                     'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - started})
             if step >= total:
                 break
@@ -356,7 +354,7 @@ def train(args):
             dist.barrier()
     bar.close()
     if main_process:
-        print(f"stage {args.stage}: {step} steps, last loss {np.mean(running[-args.print_freq:] or [math.nan]):.4f}, "
+        print(f"stage {args.stage}: {step} steps, last loss {np.mean(running or [math.nan]):.4f}, "
               f"best validation SAD {best_sad:.2f}; checkpoints in {args.save_dir}")
     if world > 1:
         dist.destroy_process_group()

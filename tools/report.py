@@ -35,8 +35,7 @@ def score(names, pred_dir, trimap_dir, alpha_dir):
         pred = data.read_gray(os.path.join(pred_dir, stem + '.png'))
         ours.append(metrics.compute_all(pred, alpha, trimap))
         baseline.append(metrics.compute_all(trivial_baseline(trimap), alpha, trimap))
-    mean = lambda rows: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}  # noqa: E731
-    return mean(ours), mean(baseline)
+    return metrics.mean_metrics(ours), metrics.mean_metrics(baseline)
 
 
 def new_background(h, w):
