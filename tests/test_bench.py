@@ -1,0 +1,72 @@
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import net
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
+import bench  # noqa: E402
+
+
+def positive_numbers(tree):
+    """Every int/float leaf of a JSON tree (bools and the machine section excluded)."""
+    if isinstance(tree, dict):
+        return [x for v in tree.values() for x in positive_numbers(v)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in positive_numbers(v)]
+    return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
+
+
+def test_quick_bench_writes_every_part(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / 'tiny.pth')
+    net.save_checkpoint({'format': net.CHECKPOINT_FORMAT, 'model': net.DIM().state_dict(), 'stage': 1, 'step': 0},
+                        ckpt)
+    out = str(tmp_path / 'bench.json')
+    assert bench.main(['--quick', '--repeats', '1', '--max_images', '2', '--ckpt', ckpt, '--json', out]) == 0
+    printed = capsys.readouterr().out
+    for section in ('== machine', '== speed', '== train', '== data', '== metrics', '== quality'):
+        assert section in printed
+    with open(out) as f:
+        results = json.load(f)
+    assert set(bench.PARTS) <= set(results)
+    assert results['machine']['torch'] == torch.__version__
+
+    (speed,) = results['speed']['rows']
+    assert speed['size'] == 64
+    assert speed['gflop'] == pytest.approx(2 * net.count_flops(64, 64, refine=False) / 1e9)
+    for key in ('network_s', 'gflops', 'matmul_gflops', 'share', 'predict_s', 'peak_rss_gib', 'rss_increase_gib'):
+        assert speed[key] > 0, key
+    assert [r['batch'] for r in results['train']['rows']] == [1, 2]  # --quick caps the CPU batch at 2
+    for r in results['train']['rows']:
+        assert r['s_per_step'] > 0 and r['images_per_s'] == pytest.approx(r['batch'] / r['s_per_step'])
+    assert all(r['gflops'] > 0 and r['share'] > 0 for r in results['train']['rows'])
+    for key in ('first_pass_per_s', 'cached_per_s', 'whole_first_cached_per_s'):
+        assert results['data'][key] > 0
+    for key in ('sad_s', 'mse_s', 'grad_s', 'conn_s', 'all_s'):
+        assert results['metrics'][key] > 0
+
+    synthetic = results['quality']['synthetic']
+    assert synthetic['images'] == 2
+    methods = synthetic['methods']
+    assert 'DIM stage 1 (tiny.pth)' in methods and 'trivial (0.5 in unknown)' in methods
+    for row in methods.values():
+        assert set(row) == {'sad', 'mse', 'grad', 'conn', 's_per_image'}
+        assert all(np.isfinite(v) and v >= 0 for v in row.values())
+    assert methods['trivial (0.5 in unknown)']['sad'] > 0  # 0.5 everywhere cannot match a synthetic alpha
+    assert all(x >= 0 for x in positive_numbers(results))
+
+    pytest.importorskip('pymatting')
+    closed_form = methods['closed-form (pymatting)']
+    assert closed_form['s_per_image'] > 0
+    # closed-form matting beats guessing 0.5 on these composites
+    assert closed_form['sad'] < methods['trivial (0.5 in unknown)']['sad']
+
+
+def test_bad_part_is_one_line_error(capsys):
+    assert bench.main(['--parts', 'speed,nonsense']) == 2
+    assert 'nonsense' in capsys.readouterr().err
