@@ -50,8 +50,9 @@ def panel(image, label, height):
         image = np.repeat(image[:, :, None], 3, axis=2)
     w = round(image.shape[1] * height / image.shape[0])
     image = cv2.resize(image, (w, height), interpolation=cv2.INTER_AREA).copy()
-    cv2.putText(image, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    image[:th + 10, :tw + 10] = 0  # a dark box keeps the label readable on any panel
+    cv2.putText(image, label, (5, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return image
 
 
