@@ -1,5 +1,6 @@
 import os
 import sys
 
-# The repository is a flat layout without a package: make its modules importable from tests/.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# A flat layout without a package: make the modules and the scripts in tools/ importable from tests/.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tools')]

@@ -1,6 +1,4 @@
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -8,8 +6,7 @@ import torch
 
 import net
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
-import bench  # noqa: E402
+import bench
 
 
 def positive_numbers(tree):

@@ -1,5 +1,3 @@
-import importlib.util
-import os
 import urllib.error
 
 import numpy as np
@@ -9,8 +7,6 @@ import torch.nn.functional as F
 
 import net
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 # Written out here, independently of tools/chg_model.py: VGG-16's configuration ('M' = max-pool).
 VGG16_CFG = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M']
 DECODER = ['deconv6_1', 'deconv5_1', 'deconv4_1', 'deconv3_1', 'deconv2_1', 'deconv1_1', 'deconv1']
@@ -19,10 +15,8 @@ REFINER = ['refine_conv1', 'refine_conv2', 'refine_conv3', 'refine_pred']
 
 @pytest.fixture(scope='module')
 def chg_model():
-    spec = importlib.util.spec_from_file_location('chg_model', os.path.join(ROOT, 'tools', 'chg_model.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import chg_model
+    return chg_model
 
 
 def vgg_layers():

@@ -1,18 +1,14 @@
 """tools/composite.py on tiny generated images: the dataset's composition rule, pairing, reruns, bad inputs."""
 import csv
-import importlib.util
 import os
 
 import cv2
 import numpy as np
 import pytest
 
+import composite
 import data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location('composite', os.path.join(ROOT, 'tools', 'composite.py'))
-composite = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(composite)
 
 
 def make_source(root, fgs, bgs, trimaps=False):

@@ -1,12 +1,9 @@
-import os
-import sys
 
 import numpy as np
 
 import data
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
-import report  # noqa: E402
+import report
 
 
 def test_trivial_baseline_is_half_in_the_unknown_region():

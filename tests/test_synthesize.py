@@ -1,12 +1,10 @@
 import os
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
-import synthesize  # noqa: E402
+import synthesize
 
 import data  # noqa: E402
 
