@@ -229,3 +229,25 @@ def test_cli_global_errors_are_one_line(tmp_path, capsys):
     args[1] = str(tmp_path / 'no_such_folder')
     assert deploy.main(args + ['--resume', str(tmp_path / 'nothing.pth')]) == 2
     assert 'no_such_folder' in capsys.readouterr().err
+
+
+def test_deploy_sh_scores_the_test_split(model, tmp_path):
+    import subprocess
+    import sys
+    for i in range(2):
+        image, trimap = make_sample(48, 64, seed=i)
+        data.write_png(str(tmp_path / 'comp' / 'test' / 'image' / f'a{i}.png'), image)
+        data.write_png(str(tmp_path / 'comp' / 'test' / 'trimap' / f'a{i}.png'), trimap)
+        data.write_png(str(tmp_path / 'comp' / 'test' / 'alpha' / f'a{i}.png'),
+                       np.where(trimap == 128, 100, trimap).astype(np.uint8))
+    ckpt = tmp_path / 'runs' / 'stage1' / 'best.pth'
+    net.save_checkpoint({'format': net.CHECKPOINT_FORMAT, 'model': model.state_dict(), 'stage': 1, 'step': 0},
+                        str(ckpt))
+    env = dict(os.environ, DATA=str(tmp_path / 'comp'), CKPT=str(ckpt), OUT=str(tmp_path / 'out'),
+               PYTHON=sys.executable)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(['bash', os.path.join(root, 'deploy.sh'), '--device', 'cpu'], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / 'out')) == ['a0.png', 'a1.png']
+    assert re.search(r'SAD\s+MSE\s+GRAD\s+CONN', result.stdout)

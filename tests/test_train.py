@@ -137,3 +137,22 @@ def test_two_processes_with_gloo(tiny_set, tmp_path):
     assert ckpt['step'] == 2 and not any(k.startswith('module.') for k in ckpt['model'])
     with open(tmp_path / 'log.jsonl') as f:
         assert json.loads(f.readline())['world'] == 2
+
+
+def test_train_sh_chains_the_three_stages(tiny_set, tmp_path):
+    import composite
+    assert composite.main(['--fg_dir', str(tiny_set / 'fg'), '--alpha_dir', str(tiny_set / 'alpha'),
+                           '--bg_dir', str(tiny_set / 'bg'), '--num_bg', '1', '--workers', '1',
+                           '--out_dir', str(tmp_path / 'comp' / 'train')]) == 0
+    vgg = tmp_path / 'vgg.pth'
+    net.save_checkpoint({'format': net.CHECKPOINT_FORMAT, 'model': net.DIM().state_dict(), 'stage': 0, 'step': 0},
+                        str(vgg))
+    env = dict(os.environ, DATA=str(tmp_path / 'comp'), VGG=str(vgg), RUNS=str(tmp_path / 'runs'),
+               PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    flags = ['--size_h', '64', '--size_w', '64', '--crop_h', '64', '--workers', '0', '--max_iters', '1',
+             '--val_fraction', '0.25', '--val_per_fg', '1']
+    result = subprocess.run(['bash', os.path.join(ROOT, 'train.sh'), 'all', *flags], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stages = [torch.load(tmp_path / 'runs' / f'stage{s}' / 'best.pth', weights_only=True)['stage'] for s in (1, 2, 3)]
+    assert stages == [1, 2, 3]
