@@ -51,18 +51,23 @@ def test_composite_of_known_colours_is_truncated_float(tmp_path):
     assert (np.round(a * np.array(fg_colour) + (1 - a) * np.array(bg_colour)) != expected).any()
 
 
-def test_small_background_upscaled_with_ceil_and_large_one_cropped_top_left(tmp_path):
+@pytest.mark.parametrize('resize', ['pillow', 'opencv'])
+def test_small_background_upscaled_with_ceil_and_large_one_cropped_top_left(tmp_path, resize):
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (7, 13, 3), dtype=np.uint8)  # 13 x 7: r = max(40/13, 30/7) = 30/7
     large = rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)
     flags = make_source(tmp_path / 'src', {'f.png': (solid(30, 40, 255), np.zeros((30, 40), np.uint8))},
                         {'1small.png': small, '2large.png': large})
     out = str(tmp_path / 'out')
-    assert composite.main(flags + ['--out_dir', out, '--num_bg', '2']) == 0
+    assert composite.main(flags + ['--out_dir', out, '--num_bg', '2', '--resize', resize]) == 0
     ratio = 30 / 7
     size = (int(np.ceil(13 * ratio)), int(np.ceil(7 * ratio)))  # (w, h) = (56, 30)
     assert size == (56, 30)
-    expected = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)[:30, :40]
+    if resize == 'pillow':  # the filter of the dataset's own script
+        image = pytest.importorskip('PIL.Image')
+        expected = np.asarray(image.fromarray(small).resize(size, image.BICUBIC))[:30, :40]
+    else:
+        expected = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)[:30, :40]
     np.testing.assert_array_equal(data.read_image(os.path.join(out, 'image', 'f_0.png')), expected)
     np.testing.assert_array_equal(data.read_image(os.path.join(out, 'image', 'f_1.png')), large[:30, :40])
 

@@ -6,7 +6,8 @@
         --fg_names ROOT/test/fg_names.txt --bg_names ROOT/test/bg_names.txt --num_bg 20 \
         --trimap_dir ROOT/test/trimap --out_dir OUT/test
 
-Rule: a background smaller than its foreground is upscaled (bicubic, ceil) to cover it, never downscaled;
+Rule: a background smaller than its foreground is upscaled (bicubic, ceil; Pillow's filter as in the dataset's
+script when Pillow is installed) to cover it, never downscaled;
 its top-left corner is cropped to the foreground's size; composite = a * F + (1 - a) * B in float,
 a = alpha / 255, truncated to uint8 (data.fit_background, data.compose).
 Pairing: with Adobe's name lists, foreground k of --fg_names gets the backgrounds on lines
@@ -24,6 +25,7 @@ trimap whose size differs from its foreground) is reported on one line by name, 
 the exit status is 1.
 """
 import argparse
+import importlib.util
 import multiprocessing
 import os
 import sys
@@ -54,6 +56,10 @@ def get_args_parser():
                         help='write OUT/alpha/{name}.png per composite (unset: only when --trimap_dir is given)')
     parser.add_argument('--no_copy_alpha', dest='copy_alpha', action='store_false', default=argparse.SUPPRESS,
                         help='never write OUT/alpha/')
+    parser.add_argument('--resize', choices=['pillow', 'opencv'],
+                        default='pillow' if importlib.util.find_spec('PIL') else 'opencv',
+                        help="bicubic upscaling of small backgrounds: Pillow's is the dataset script's own (use it "
+                        "for test sets, `pip install pillow`); OpenCV's differs by a few levels")
     parser.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='worker processes')
     return parser
 
@@ -148,7 +154,7 @@ def read_foreground(job):
     return fg, alpha, trimap
 
 
-def make_composites(job, out_dir, copy_alpha):
+def make_composites(job, out_dir, copy_alpha, pillow=False):
     """Composites of one foreground that are not on disk yet -> (job index, finished rows, problems,
     number written). A composite counts as on disk when all its files exist (each is written whole)."""
     finished, todo, problems, written = [], [], [], 0
@@ -172,7 +178,7 @@ def make_composites(job, out_dir, copy_alpha):
     for i, row in todo:
         paths = outputs(row['name'])
         try:
-            bg = data.fit_background(data.read_image(row['bg']), *alpha.shape)
+            bg = data.fit_background(data.read_image(row['bg']), *alpha.shape, pillow=pillow)
             image = data.compose(fg, bg, alpha).astype(np.uint8)  # truncated, as the dataset's script
             if paths['alpha']:
                 data.write_png(paths['alpha'], alpha)
@@ -201,7 +207,10 @@ def main(argv=None):
         return 2
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
-    tasks = [(job, args.out_dir, copy_alpha) for job in jobs]
+    if args.resize == 'pillow' and not importlib.util.find_spec('PIL'):
+        print("error: --resize pillow needs Pillow (pip install pillow), or use --resize opencv", file=sys.stderr)
+        return 2
+    tasks = [(job, args.out_dir, copy_alpha, args.resize == 'pillow') for job in jobs]
     results, written, sizes = {}, 0, {job['index']: len(job['pairs']) for job in jobs}
     bar = tqdm(total=sum(sizes.values()), unit='img', desc='composite', dynamic_ncols=True)
     pool = multiprocessing.Pool(args.workers) if args.workers > 1 and len(tasks) > 1 else None
@@ -220,7 +229,8 @@ def main(argv=None):
     rows = [row for index in sorted(results) for row in results[index]]
     data.write_composite_list(os.path.join(args.out_dir, data.COMPOSITE_LIST), rows)
     failed += sum(sizes.values()) - len(rows)
-    print(f"{len(rows)} composites in {args.out_dir} ({written} written now, {len(rows) - written} already there)"
+    print(f"{len(rows)} composites in {args.out_dir} ({written} written now, {len(rows) - written} already there; "
+          f"backgrounds upscaled with {args.resize})"
           + (f"; {failed} not made, {len(problems)} problem(s) reported above" if problems or failed else ''),
           file=sys.stderr)
     return 1 if problems or failed else 0
