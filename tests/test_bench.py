@@ -26,7 +26,7 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
     out = str(tmp_path / 'bench.json')
     assert bench.main(['--quick', '--repeats', '1', '--max_images', '2', '--ckpt', ckpt, '--json', out]) == 0
     printed = capsys.readouterr().out
-    for section in ('== machine', '== speed', '== train', '== data', '== metrics', '== quality'):
+    for section in ('== machine', '== speed', '== crop', '== train', '== data', '== metrics', '== quality'):
         assert section in printed
     with open(out) as f:
         results = json.load(f)
@@ -38,6 +38,9 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
     assert speed['gflop'] == pytest.approx(2 * net.count_flops(64, 64, refine=False) / 1e9)
     for key in ('network_s', 'gflops', 'matmul_gflops', 'share', 'predict_s', 'peak_rss_gib', 'rss_increase_gib'):
         assert speed[key] > 0, key
+    crop = results['crop']
+    assert crop['size'] == 128 and 0.12 < crop['unknown'] < 0.18 and crop['whole_s'] > 0 and crop['crop_s'] > 0
+    assert crop['speedup'] == pytest.approx(crop['whole_s'] / crop['crop_s']) and crop['sad_crop_vs_whole'] >= 0
     assert [r['batch'] for r in results['train']['rows']] == [1, 2]  # --quick caps the CPU batch at 2
     for r in results['train']['rows']:
         assert r['s_per_step'] > 0 and r['images_per_s'] == pytest.approx(r['batch'] / r['s_per_step'])

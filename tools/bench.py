@@ -15,6 +15,9 @@ Parts (--parts):
            peak RSS (and the increase over the process before the pass) belongs to that size alone; on a GPU,
            torch.cuda.max_memory_allocated. Stage 1 (refine=False, the encoder-decoder alpha); the refiner
            adds the FLOPs shown as "refine +". Random weights: they do not change the time.
+  crop     deploy.py's crop method against whole on a 1024x1024 image whose unknown band covers 15% of it
+           (the --ckpt model, else random weights): seconds of each, the speedup, and the SAD between the
+           two mattes over the unknown region.
   train    seconds per step and images per second at 320x320 through train.train_step (stage-1 loss,
            Adam), batch 1 and the largest batch that fits: doubling until out of memory on a GPU, capped at
            --max_cpu_batch on the CPU (the cap, not memory, limits it there).
@@ -61,7 +64,7 @@ import report  # noqa: E402
 import synthesize  # noqa: E402
 import train  # noqa: E402
 
-PARTS = ('speed', 'train', 'data', 'metrics', 'quality')
+PARTS = ('speed', 'crop', 'train', 'data', 'metrics', 'quality')
 GIB = 2 ** 30
 
 
@@ -222,6 +225,45 @@ def bench_speed(sizes, device, repeats, budget, quick):
     dtype = str(amp_dtype_for(device)).replace('torch.', '')
     return dict(stage=1, refine=False, model='random weights, channels_last', matmul=f'{matmul_n}^3 {dtype}',
                 dtype=dtype, rows=rows)
+
+
+def ring_matte(size, band=0.15, seed=0):
+    """A size x size image and a trimap whose unknown ring (around a disc of foreground) covers `band` of it."""
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (0, 0), 3)
+    yy, xx = np.mgrid[:size, :size]
+    r, r0 = np.hypot(yy - size / 2, xx - size / 2), 0.3 * size
+    half = band * size * size / (4 * np.pi * r0)  # ring area 2 pi r0 (2 half) = band * size^2
+    trimap = np.where(r < r0 - half, 255, 0).astype(np.uint8)
+    trimap[np.abs(r - r0) <= half] = 128
+    return image, trimap
+
+
+def bench_crop(args, device, size, repeats, budget):
+    """deploy.py's crop method against whole on an image whose unknown band is 15% of it: time, and the
+    SAD between the two mattes over the unknown region (the difference tiling causes)."""
+    if args.ckpt:
+        model, stage = deploy.load_model(args.ckpt, device, trust=args.trust)
+        weights = os.path.basename(args.ckpt)
+    else:
+        torch.manual_seed(0)
+        model, stage, weights = net.DIM().eval().to(device=device, memory_format=torch.channels_last), 1, 'random weights'
+    image, trimap = ring_matte(size)
+    deploy.predict(model, image[:64, :64], trimap[:64, :64], stage, method='crop')  # warm-up
+    best = {}
+    for method in ('whole', 'crop'):
+        t = time.perf_counter()
+        alpha = deploy.predict(model, image, trimap, stage, method=method, max_size=0, device=device)
+        times = [time.perf_counter() - t]
+        for _ in range(timed_passes(times[0], repeats, budget) - 1):
+            t = time.perf_counter()
+            deploy.predict(model, image, trimap, stage, method=method, max_size=0, device=device)
+            times.append(time.perf_counter() - t)
+        best[method] = (min(times), np.round(alpha * 255).astype(np.uint8))
+    unknown = trimap == 128
+    diff = np.abs(best['crop'][1].astype(np.float64) - best['whole'][1])[unknown].sum() / 255 / 1000
+    return dict(size=size, unknown=float(unknown.mean()), weights=weights, stage=stage, whole_s=best['whole'][0],
+                crop_s=best['crop'][0], speedup=best['whole'][0] / best['crop'][0], sad_crop_vs_whole=diff)
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -553,6 +595,13 @@ def format_report(results):
                         f"{r.get('matmul_fp32_gflops', float('nan')):.0f}"]
             rows.append(row)
         out.append(fmt_table(header, rows))
+    if 'crop' in results:
+        c = results['crop']
+        out.append(f"\n== crop: deploy.py's crop method against whole, {c['size']}x{c['size']}, unknown band "
+                   f"{c['unknown']:.0%} of the pixels, stage {c['stage']}, {c['weights']}")
+        out.append(fmt_table(['whole s', 'crop s', 'speedup', 'SAD(crop vs whole)'],
+                             [[f"{c['whole_s']:.2f}", f"{c['crop_s']:.2f}", f"{c['speedup']:.2f}x",
+                               f"{c['sad_crop_vs_whole']:.3f}"]]))
     if 'train' in results:
         t = results['train']
         out.append(f"\n== train: train.train_step at {t['size']}x{t['size']}, stage-{t['stage']} loss, Adam, "
@@ -660,6 +709,7 @@ def main(argv=None):
     print(f"bench: {', '.join(parts)} on {device}", file=sys.stderr, flush=True)
     try:
         jobs = dict(speed=lambda: bench_speed(sizes, device, args.repeats, args.budget, args.quick),
+                    crop=lambda: bench_crop(args, device, 128 if args.quick else 1024, args.repeats, args.budget),
                     train=lambda: bench_train(device, train_size, args.repeats, args.budget, max_cpu_batch,
                                               matmul_size(device, args.quick), warmup=not args.quick),
                     data=lambda: bench_data(args.quick),
