@@ -169,8 +169,9 @@ def init_weights(model, scheme='xavier'):
 
     The paper's encoder starts from ImageNet VGG-16 (tools/chg_model.py writes that checkpoint), so
     Xavier only meets the decoder. A network started wholly from Xavier halves its signal's variance
-    at each of its 20 ReLU layers: at 64x64 the decoder's logits had std 2e-5 (He: 4e-2) and a run
-    on a tiny set did not learn in 60 steps. Runs without VGG weights should use 'he'.
+    at each of its 20 ReLU layers: at 64x64 the decoder's logits had std 2e-5 (He: 4e-2), and on a
+    tiny set (lr 1e-4, 60 steps) the loss fell to 0.25 against He's 0.16. Runs without VGG weights
+    should use 'he'.
     """
     init = {'xavier': nn.init.xavier_uniform_,
             'he': lambda w: nn.init.kaiming_normal_(w, nonlinearity='relu')}[scheme]

@@ -267,8 +267,8 @@ def check_args(args):
             raise FileNotFoundError(f"checkpoint not found: {path}")
     if not (args.pretrain or args.resume) and args.init == 'xavier':
         print("warning: no --pretrain: the whole network starts from Xavier init, whose output is nearly "
-              "constant in this 20-layer plain net; use VGG-16 weights (tools/chg_model.py) or --init he",
-              file=sys.stderr)
+              "constant in this 20-layer plain net and learns slowly; use VGG-16 weights (tools/chg_model.py) "
+              "or --init he", file=sys.stderr)
     if args.stage >= 2 and not (args.pretrain or args.resume):
         print(f"warning: stage {args.stage} normally starts from a stage-{args.stage - 1} checkpoint "
               f"(--pretrain); starting from scratch", file=sys.stderr)
