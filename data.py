@@ -384,7 +384,8 @@ class TrainDataset(torch.utils.data.Dataset):
     (persistent_workers=True), which keeps their caches of decoded images from one epoch to the next.
     cache_mb: decoded foregrounds (with alphas) and backgrounds kept per process (3/4 and 1/4 of it).
     Never call cv2.setNumThreads inside a forked worker: it can hang on the thread pool inherited from
-    the parent (set it in the main process before the loader starts, if at all).
+    the parent (set it in the main process before the loader starts, if at all). Spawned workers start
+    without that pool: train.py's loader spawns them and sets one thread each (`worker_init`).
     __getitem__ -> dict of tensors: img 3xSxS (normalised), trimap 1xSxS (0/128/255), alpha 1xSxS,
     fg and bg 3xSxS (all float32, alpha/fg/bg in [0, 1]).
     """
@@ -445,6 +446,12 @@ class TrainDataset(torch.utils.data.Dataset):
         state['_fg_cache'] = _Cache(self._fg_cache.max_bytes)
         state['_bg_cache'] = _Cache(self._bg_cache.max_bytes)
         return state
+
+
+def worker_init(worker_id):
+    """DataLoader worker_init_fn for spawned workers: one OpenCV thread per worker. Each worker is one
+    process already; OpenCV's own threads in every worker would only contend for the same cores."""
+    cv2.setNumThreads(1)
 
 
 class TestDataset(torch.utils.data.Dataset):

@@ -112,33 +112,32 @@ def _resize_image(image, h, w):
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _forward(model, images, trimaps, stage, device):
-    """Run the network on same-sized uint8 images (list of H x W x 3) and clean trimaps (list of H x W);
-    returns float32 N x H x W alphas. Inputs are padded to a multiple of 32 and the outputs cropped back."""
+def _forward(model, images, trimaps, stage, device, dtype):
+    """Run the network in `dtype` on same-sized uint8 images (list of H x W x 3) and clean trimaps (list of
+    H x W); returns float32 N x H x W alphas. Inputs are padded to a multiple of 32 and the outputs cropped
+    back."""
     h, w = trimaps[0].shape
     img = torch.from_numpy(np.stack([data.normalize(pad_to_multiple(i)) for i in images]))  # N,3,H',W'
     trimap = torch.from_numpy(np.stack([pad_to_multiple(t) for t in trimaps])[:, None].astype(np.float32))
     # channels_last (with a channels_last model, see load_model) is the fast path of oneDNN and cuDNN
     img = img.to(device).contiguous(memory_format=torch.channels_last)
     trimap = trimap.to(device).contiguous(memory_format=torch.channels_last)
-    amp = contextlib.nullcontext()  # fp32 on the CPU
-    if device.type == 'cuda':
-        amp = torch.autocast('cuda', dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    with torch.inference_mode(), amp:
+    with torch.inference_mode(), autocast(device, dtype):
         alpha_ed, alpha_refined = model(img, trimap, refine=stage >= 2)
         alpha = net.output_for_stage(alpha_ed, alpha_refined, stage)  # N,1,H',W'
         alpha = alpha[:, 0, :h, :w].float().cpu().numpy()  # N,H,W
     return alpha
 
 
-def _predict_whole(model, image, trimap, stage, max_size, device):
+def _predict_whole(model, image, trimap, stage, max_size, device, dtype):
     h, w = trimap.shape
     if max_size and max(h, w) > max_size:
         scale = max_size / max(h, w)
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-        small = _forward(model, [_resize_image(image, sh, sw)], [resize_trimap(trimap, sh, sw)], stage, device)
+        small = _forward(model, [_resize_image(image, sh, sw)], [resize_trimap(trimap, sh, sw)], stage, device,
+                         dtype)
         return cv2.resize(small[0], (w, h), interpolation=cv2.INTER_LINEAR)
-    return _forward(model, [image], [trimap], stage, device)[0]
+    return _forward(model, [image], [trimap], stage, device, dtype)[0]
 
 
 def _cover(need, t):
@@ -165,7 +164,7 @@ def _tent(n):
     return 1 - np.abs((2 * np.arange(n) + 1) / n - 1)
 
 
-def _predict_crop(model, image, trimap, stage, tile, device):
+def _predict_crop(model, image, trimap, stage, tile, device, dtype):
     th, tw = tile
     h, w = trimap.shape
     big_h, big_w = max(h, th), max(w, tw)
@@ -183,7 +182,7 @@ def _predict_crop(model, image, trimap, stage, tile, device):
     for i in range(0, len(boxes), TILE_BATCH):
         chunk = boxes[i:i + TILE_BATCH]
         alphas = _forward(model, [image[y:y + th, x:x + tw] for y, x in chunk],
-                          [trimap[y:y + th, x:x + tw] for y, x in chunk], stage, device)
+                          [trimap[y:y + th, x:x + tw] for y, x in chunk], stage, device, dtype)
         for (y, x), alpha in zip(chunk, alphas):
             acc[y:y + th, x:x + tw] += alpha * window
             weight[y:y + th, x:x + tw] += window
@@ -191,22 +190,24 @@ def _predict_crop(model, image, trimap, stage, tile, device):
     return (acc / np.maximum(weight, 1e-12))[:h, :w]
 
 
-def _predict_resize(model, image, trimap, stage, size, device):
+def _predict_resize(model, image, trimap, stage, size, device, dtype):
     h, w = trimap.shape
     sh, sw = size
-    small = _forward(model, [_resize_image(image, sh, sw)], [resize_trimap(trimap, sh, sw)], stage, device)
+    small = _forward(model, [_resize_image(image, sh, sw)], [resize_trimap(trimap, sh, sw)], stage, device, dtype)
     return cv2.resize(small[0], (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def predict(model, image, trimap, stage, method='whole', max_size=1600, tile=None, size=(320, 320),
-            device=None):
+            device=None, dtype=None):
     """The alpha matte of one image: float32 H x W in [0, 1] with the trimap's known regions fixed.
 
     image: uint8 H x W x 3 RGB; trimap: uint8 H x W (0/128/255; other values are cleaned as `clean_trimap`
     says); stage: 0-1 use the encoder-decoder alpha, 2-3 the refined alpha; method: 'whole', 'crop' or
     'resize' (module docstring); max_size: longer side above which 'whole' works at a reduced scale (0 or
     None: no limit); tile: crop tile size, an int or (h, w), default `size`; size: (h, w) for 'resize';
-    device: where the inputs go (default: the model's device). The model is used as it is (no .eval()).
+    device: where the inputs go (default: the model's device); dtype: what the network runs in (autocast;
+    default: `pick_precision('auto', device)`), the alpha is float32 regardless. The model is used as it is
+    (no .eval()).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 H x W x 3 image, found {image.dtype} of shape {image.shape}")
@@ -217,13 +218,14 @@ def predict(model, image, trimap, stage, method='whole', max_size=1600, tile=Non
     if not (trimap == UNKNOWN).any():  # nothing for the network to decide
         return (trimap / 255).astype(np.float32)
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    dtype = pick_precision('auto', device) if dtype is None else dtype
     if method == 'whole':
-        alpha = _predict_whole(model, image, trimap, stage, max_size, device)
+        alpha = _predict_whole(model, image, trimap, stage, max_size, device, dtype)
     elif method == 'crop':
         tile = tuple(size) if tile is None else (tile, tile) if isinstance(tile, int) else tuple(tile)
-        alpha = _predict_crop(model, image, trimap, stage, tile, device)
+        alpha = _predict_crop(model, image, trimap, stage, tile, device, dtype)
     elif method == 'resize':
-        alpha = _predict_resize(model, image, trimap, stage, tuple(size), device)
+        alpha = _predict_resize(model, image, trimap, stage, tuple(size), device, dtype)
     else:
         raise ValueError(f"method must be 'whole', 'crop' or 'resize', not {method!r}")
     return fix_known(alpha, trimap)
@@ -286,6 +288,9 @@ def get_args_parser():
     p.add_argument('--tile', type=int, default=None, help="crop: square tile size; None: size_h x size_w")
     p.add_argument('--device', default='auto', help="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1'")
     p.add_argument('--cuda', action='store_true', help="old spelling of --device cuda")
+    p.add_argument('--precision', default='auto', choices=PRECISIONS,
+                   help="what the network runs in; auto: bf16 on GPUs of compute capability 8.0 or more, fp16 on "
+                   "older ones, bf16 on CPUs with AMX, fp32 on other CPUs; mattes are computed in fp32 either way")
     p.add_argument('--trust', action='store_true',
                    help="load the checkpoint with full unpickling (only for files you trust)")
     p.add_argument('--crop_h', type=int, default=None, help="accepted for old scripts, unused")
@@ -307,6 +312,48 @@ def pick_device(name):
     return device
 
 
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def cpu_has_amx():
+    """Whether the CPU has AMX-BF16 matrix units (Intel Sapphire Rapids and later), where bf16 pays."""
+    amx = getattr(torch.cpu, '_is_amx_tile_supported', None)  # private, so also read the kernel's flags
+    if amx is not None and amx():
+        return True
+    try:
+        with open('/proc/cpuinfo') as f:
+            return any(line.startswith('flags') and 'amx_bf16' in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def pick_precision(name, device):
+    """The dtype the network runs in on `device` for --precision `name` (auto, fp32, bf16, fp16).
+
+    auto: on a GPU bf16 where its compute capability is 8.0 or more (Ampere on: tensor cores for bf16),
+    fp16 with a gradient scaler below that (`torch.cuda.is_bf16_supported()` is true on T4 and V100 too,
+    which only emulate bf16); on the CPU bf16 where it has AMX (a bf16 matrix product ran 4.8x faster
+    than fp32 there), fp32 elsewhere. The alphas are float32 whatever this picks.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
+    if name == 'fp16' and device.type != 'cuda':
+        raise ValueError(f"--precision fp16 is for CUDA GPUs; on {device.type} use bf16 or fp32")
+    if name != 'auto':
+        return DTYPES[name]
+    if device.type == 'cuda':
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    if device.type == 'cpu' and cpu_has_amx():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device, dtype):
+    """torch.autocast for `dtype` on `device` (does nothing for float32)."""
+    return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+
+
 def _by_stem(folder):
     """{stem: file name} of the images in `folder` (the first in sorted order when several share a stem)."""
     files = {}
@@ -326,7 +373,7 @@ def _check_folders(args):
             raise ValueError(f"--save_dir {args.save_dir} is the {flag} folder: its files would be overwritten")
 
 
-def _deploy_one(model, stage, args, device, name, trimaps, alphas):
+def _deploy_one(model, stage, args, device, dtype, name, trimaps, alphas):
     """Predict, save and (with alphas) score one image; returns its metrics or None. Raises ValueError."""
     stem = os.path.splitext(name)[0]
     path = os.path.join(args.img_dir, name)
@@ -349,7 +396,7 @@ def _deploy_one(model, stage, args, device, name, trimaps, alphas):
                              f"{image.shape[1]}x{image.shape[0]} (width x height)")
     try:
         pred = predict(model, image, trimap, stage, method=args.crop_or_resize, max_size=args.max_size,
-                       tile=args.tile, size=(args.size_h, args.size_w), device=device)
+                       tile=args.tile, size=(args.size_h, args.size_w), device=device, dtype=dtype)
     except torch.OutOfMemoryError:
         if device.type == 'cuda':
             torch.cuda.empty_cache()
@@ -368,6 +415,7 @@ def main(argv=None):
             if value is not None and value < least:
                 raise ValueError(f"{flag} must be at least {least}, not {value}")
         device = pick_device('cuda' if args.cuda else args.device)
+        dtype = pick_precision(args.precision, device)
         _check_folders(args)
         names = data.list_images(args.img_dir)
         if not names:
@@ -384,7 +432,7 @@ def main(argv=None):
         return 2
     print(f"deploy: {len(names)} images, stage {stage} "
           f"({'refined' if stage >= 2 else 'encoder-decoder'} alpha), method {args.crop_or_resize}, "
-          f"device {device}", file=sys.stderr)
+          f"device {device}, {str(dtype).replace('torch.', '')}", file=sys.stderr)
 
     failed, scores, written = [], [], 0
     outputs = {}  # output name -> input name, to refuse two inputs that would write the same file
@@ -397,7 +445,7 @@ def main(argv=None):
             continue
         outputs[stem] = name
         try:
-            score = _deploy_one(model, stage, args, device, name, trimaps, alphas)
+            score = _deploy_one(model, stage, args, device, dtype, name, trimaps, alphas)
         except ValueError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)
             failed.append(name)

@@ -104,7 +104,9 @@ class Decoder(nn.Module):
         x = F.relu_(self.deconv6_1(x))
         skips = list(reversed(features)) or [None] * len(pools)
         for name, (indices, size), skip in zip(UNPOOL_CONVS, reversed(pools), skips):
-            x = F.max_unpool2d(x, indices, 2, 2, output_size=size)  # N,C,2h(+1),2w(+1)
+            # in x's own dtype: CPU autocast would run it in float32, converting the largest maps twice
+            with torch.autocast(x.device.type, enabled=False):
+                x = F.max_unpool2d(x, indices, 2, 2, output_size=size)  # N,C,2h(+1),2w(+1)
             if skip is not None:
                 x = x.add_(skip)
             x = F.relu_(getattr(self, name)(x))

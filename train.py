@@ -10,7 +10,7 @@ One process: `python train.py --stage 1 --imgDir data/comp1k/train/image --pretr
 Several GPUs: `torchrun --nproc_per_node=N train.py ...` (DistributedDataParallel; --batchSize is per process).
 """
 import argparse
-import contextlib
+import datetime
 import json
 import math
 import os
@@ -18,7 +18,7 @@ import platform
 import random
 import sys
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -52,10 +52,14 @@ def get_args_parser():
     g.add_argument('--val_fraction', type=float, default=0.05,
                    help="share of the foregrounds held out for validation (never their composites)")
     g.add_argument('--val_per_fg', type=int, default=2, help="validation composites per held-out foreground")
-    g.add_argument('--workers', type=int, default=4, help="data loader processes per training process")
+    g.add_argument('--workers', type=int, default=4, help="data loader processes per training process (one OpenCV "
+                   "thread each)")
     g = p.add_argument_group('optimisation (the paper: Adam, lr 1e-5, batch 1, no schedule)')
     g.add_argument('--batch_size', '--batchSize', type=int, default=1, help="per process")
-    g.add_argument('--lr', type=float, default=1e-5)
+    g.add_argument('--lr', type=float, default=1e-5, help="for a batch of one image (see --lr_scale)")
+    g.add_argument('--lr_scale', default='none', choices=sorted(LR_RULES),
+                   help="learning rate for batch B in all (--batch_size x processes): --lr times 1, sqrt(B) or B; "
+                   "sqrt is the square-root rule for Adam")
     g.add_argument('--step', '--lr_step', type=int, default=0, help="divide lr by 10 every this many epochs; 0: never")
     g.add_argument('--epochs', '--nEpochs', type=int, default=25, help="epochs over the training composites")
     g.add_argument('--max_iters', type=int, default=0, help="stop after this many steps in all; 0: no limit")
@@ -81,7 +85,13 @@ def get_args_parser():
     g.add_argument('--crop_or_resize', default='whole', choices=['whole', 'crop', 'resize'],
                    help="inference method for validation (see deploy.py)")
     g.add_argument('--max_size', type=int, default=1600, help="longer side above which validation downscales")
-    g.add_argument('--device', default='auto', help="auto, cpu, cuda, cuda:1, ...")
+    g.add_argument('--device', default='auto', help="auto, cpu, cuda, cuda:1, ... (under torchrun: auto, cpu or "
+                   "cuda; each process takes the GPU of its LOCAL_RANK)")
+    g.add_argument('--precision', default='auto', choices=deploy.PRECISIONS,
+                   help="autocast dtype of training and validation; auto: bf16 on GPUs of compute capability 8.0 "
+                   "or more, fp16 with a gradient scaler on older ones, bf16 on CPUs with AMX, fp32 on other CPUs")
+    g.add_argument('--compile', action='store_true', help="torch.compile the training step's model (validation "
+                   "runs uncompiled: its image sizes vary)")
     return p
 
 
@@ -89,20 +99,33 @@ def _int_list(text):
     return [int(v) for v in text.replace(' ', ',').split(',') if v]
 
 
+# How the learning rate grows with the batch (all processes together), relative to --lr at batch 1. For Adam
+# the square-root rule keeps the noise of an update about constant (Malladi et al., NeurIPS 2022); the linear
+# rule is SGD's (Goyal et al., 2017). 'none' keeps --lr whatever the batch, as the paper's batch-1 recipe did.
+LR_RULES = {'none': lambda batch: 1.0, 'sqrt': math.sqrt, 'linear': float}
+# Rank 0 validates alone while the others wait at a barrier: NCCL's default 10 minutes is too short for
+# scoring a large test set at 1600 pixels (1,000 Composition-1k images).
+DIST_TIMEOUT = datetime.timedelta(hours=3)
+
+
 # ---------------------------------------------------------------------------------------------- setup
 
 def setup_distributed(device_arg):
-    """(rank, world, device); a process group only when torchrun set RANK."""
-    if 'RANK' in os.environ:
-        rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
-        local_rank = int(os.environ.get('LOCAL_RANK', 0))
-        use_cuda = torch.cuda.is_available() and device_arg in ('auto', 'cuda')
-        device = torch.device('cuda', local_rank) if use_cuda else torch.device('cpu')
-        if use_cuda:
-            torch.cuda.set_device(device)
-        dist.init_process_group('nccl' if use_cuda else 'gloo')
-        return rank, world, device
-    return 0, 1, deploy.pick_device(device_arg)
+    """(rank, world, device); a process group only when torchrun set RANK, each process on the GPU of its
+    LOCAL_RANK (nccl) or on the CPU (gloo)."""
+    if 'RANK' not in os.environ:
+        return 0, 1, deploy.pick_device(device_arg)
+    if device_arg not in ('auto', 'cpu', 'cuda'):
+        raise ValueError(f"--device {device_arg} under torchrun: each process uses the GPU of its LOCAL_RANK; "
+                         f"pick the GPUs with CUDA_VISIBLE_DEVICES (e.g. CUDA_VISIBLE_DEVICES=1,2 torchrun ...) "
+                         f"and give --device cuda, auto or cpu")
+    device = deploy.pick_device(device_arg)  # refuses 'cuda' without a GPU
+    rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    if device.type == 'cuda':
+        device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', timeout=DIST_TIMEOUT)
+    return rank, world, device
 
 
 def seed_everything(seed):
@@ -111,11 +134,9 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def autocast_for(device):
-    """bf16 autocast on GPUs that have it, fp16 (with a grad scaler) on older ones, fp32 on CPU."""
-    if device.type != 'cuda':
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def scaled_lr(lr, rule, batch):
+    """The learning rate for `batch` images a step (all processes) by LR_RULES[rule], `lr` being batch 1's."""
+    return lr * LR_RULES[rule](batch)
 
 
 def build_data(args, world):
@@ -184,23 +205,34 @@ def load_weights(model, path, trust):
     return ckpt
 
 
-def make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad):
+def make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world):
     return {
         'format': net.CHECKPOINT_FORMAT, 'model': model.state_dict(), 'stage': args.stage, 'step': step,
-        'epoch': epoch, 'best_sad': best_sad, 'optimizer': optimizer.state_dict(),
+        'epoch': epoch, 'best_sad': best_sad, 'world_size': world, 'batch_size': args.batch_size,
+        'samples_seen': step * args.batch_size * world, 'optimizer': optimizer.state_dict(),
         'scaler': scaler.state_dict(), 'args': vars(args),
         'rng': {'torch': torch.get_rng_state(), 'python': random.getstate()},
     }
 
 
-def restore(ckpt, optimizer, scaler, args, path):
+def restore(ckpt, optimizer, scaler, args, world, path):
     if ckpt.get('stage') != args.stage:
         raise ValueError(f"{path}: a stage-{ckpt.get('stage')} checkpoint cannot resume stage {args.stage} "
                          f"(start a new stage with --pretrain)")
     if 'optimizer' not in ckpt:
         raise ValueError(f"{path}: holds no optimizer state (use --pretrain for model-only files)")
+    # Each process reads its own share of an epoch's order, so the samples a step sees depend on the number of
+    # processes and the batch size: with others, a resumed run would renumber its epochs and repeat or skip
+    # samples. (Files written before these keys existed record the batch size in their args only.)
+    saved = (ckpt.get('world_size', world), ckpt.get('batch_size', (ckpt.get('args') or {}).get('batch_size')))
+    if saved != (world, args.batch_size):
+        raise ValueError(f"{path}: written by {saved[0]} process(es) with --batch_size {saved[1]} "
+                         f"({ckpt.get('samples_seen', '?')} samples seen); this run has {world} with --batch_size "
+                         f"{args.batch_size}: resume with the same numbers, or start a new run from its weights "
+                         f"with --pretrain")
     optimizer.load_state_dict(ckpt['optimizer'])
-    scaler.load_state_dict(ckpt['scaler'])
+    if ckpt['scaler']:  # empty when saved by a bf16 or fp32 run: a new fp16 scaler then starts from its default
+        scaler.load_state_dict(ckpt['scaler'])
     torch.set_rng_state(ckpt['rng']['torch'])
     random.setstate(ckpt['rng']['python'])
     return ckpt['step'], ckpt.get('best_sad', math.inf)
@@ -208,34 +240,58 @@ def restore(ckpt, optimizer, scaler, args, path):
 
 # ----------------------------------------------------------------------------------------- train, eval
 
-def train_step(model, batch, optimizer, scaler, args, device, amp_dtype):
+def train_step(model, batch, optimizer, scaler, args, device, dtype):
+    """One optimizer step under autocast to `dtype`; returns the loss as a tensor on the device (reading it
+    waits for the GPU, so the caller does that only now and then)."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     img = batch['img'].contiguous(memory_format=torch.channels_last) if device.type == 'cuda' else batch['img']
-    amp = torch.autocast('cuda', dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-    with amp:
+    with deploy.autocast(device, dtype):
         alpha_ed, alpha_refined = model(img, batch['trimap'], refine=args.stage >= 2)
     loss = stage_loss(alpha_ed, alpha_refined, batch, args.stage, args.wl_weight)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return loss.item()
+    return loss.detach()
 
 
 @torch.no_grad()
-def evaluate(model, samples, args, device, save_dir=None):
+def evaluate(model, samples, args, device, dtype, save_dir=None):
     """Mean SAD/MSE/GRAD/CONN of whole-image predictions, made as deploy.py makes them."""
     model.eval()
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False  # every image size would tune every convolution anew
     scores = []
-    for sample in tqdm(samples, desc='validate', leave=False, dynamic_ncols=True):
-        pred = deploy.predict(model, sample['image'], sample['trimap'], args.stage, method=args.crop_or_resize,
-                              max_size=args.max_size, size=(args.size_h, args.size_w), device=device)
-        pred = np.round(pred * 255).astype(np.uint8)
-        if save_dir:
-            data.write_png(os.path.join(save_dir, os.path.splitext(sample['name'])[0] + '.png'), pred)
-        scores.append(metrics.compute_all(pred, sample['alpha'], sample['trimap']))
-    model.train()
+    try:
+        for sample in tqdm(samples, desc='validate', leave=False, dynamic_ncols=True):
+            pred = predict_sample(model, sample, args, device, dtype)
+            pred = np.round(pred * 255).astype(np.uint8)
+            if save_dir:
+                data.write_png(os.path.join(save_dir, os.path.splitext(sample['name'])[0] + '.png'), pred)
+            scores.append(metrics.compute_all(pred, sample['alpha'], sample['trimap']))
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        model.train()
     return metrics.mean_metrics(scores)
+
+
+def predict_sample(model, sample, args, device, dtype):
+    """deploy.predict by --crop_or_resize; an image that runs out of GPU memory (a large batch's training
+    leaves less of it) is named and predicted from tiles of --size_h instead, so every image is scored."""
+    options = dict(max_size=args.max_size, size=(args.size_h, args.size_w), device=device, dtype=dtype)
+    try:
+        return deploy.predict(model, sample['image'], sample['trimap'], args.stage, method=args.crop_or_resize,
+                              **options)
+    except torch.OutOfMemoryError:
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+        h, w = sample['trimap'].shape
+        if args.crop_or_resize == 'crop':
+            raise ValueError(f"validation image {sample['name']} ({w}x{h}): out of memory even in tiles of "
+                             f"{args.size_h} (try a smaller --size_h)") from None
+        tqdm.write(f"warning: validation image {sample['name']} ({w}x{h}): out of memory with --crop_or_resize "
+                   f"{args.crop_or_resize}; predicted from {args.size_h}-pixel tiles instead", file=sys.stderr)
+        return deploy.predict(model, sample['image'], sample['trimap'], args.stage, method='crop', **options)
 
 
 def log_line(path, record):
@@ -293,14 +349,17 @@ def train(args):
     model.to(device)
     if device.type == 'cuda':
         model = model.to(memory_format=torch.channels_last)
-    amp_dtype = autocast_for(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    dtype = deploy.pick_precision(args.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    lr = scaled_lr(args.lr, args.lr_scale, args.batch_size * world)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     step, best_sad = 0, math.inf
     if args.resume:
-        step, best_sad = restore(load_weights(model, args.resume, args.trust), optimizer, scaler, args, args.resume)
+        step, best_sad = restore(load_weights(model, args.resume, args.trust), optimizer, scaler, args, world,
+                                 args.resume)
     ddp = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None) \
         if world > 1 else model
+    step_model = torch.compile(ddp) if args.compile else ddp
 
     steps_per_epoch = len(dataset) // world // args.batch_size
     total = args.epochs * steps_per_epoch
@@ -310,11 +369,12 @@ def train(args):
     if main_process:
         os.makedirs(args.save_dir, exist_ok=True)
         log_line(log_path, {'args': vars(args), 'torch': torch.__version__, 'python': platform.python_version(),
-                            'world': world, 'device': str(device), 'train_composites': len(dataset),
+                            'world': world, 'device': str(device), 'dtype': str(dtype).replace('torch.', ''),
+                            'lr': lr, 'train_composites': len(dataset),
                             'val_composites': len(val_samples), 'resumed_at': step})
 
     def save(name, epoch, best):
-        net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best),
+        net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best, world),
                             os.path.join(args.save_dir, name))
 
     # One loader for the run: its workers keep their decoded-image caches from epoch to epoch. They are
@@ -322,50 +382,65 @@ def train(args):
     sampler = EpochSampler(len(dataset), args.seed, rank, world)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                                          num_workers=args.workers, drop_last=True, pin_memory=device.type == 'cuda',
-                                         persistent_workers=args.workers > 0,
+                                         persistent_workers=args.workers > 0, worker_init_fn=data.worker_init,
                                          multiprocessing_context='spawn' if args.workers > 0 else None)
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
-    running, started = deque(maxlen=args.print_freq), time.time()
+    # The losses since the last read stay on the device: reading one waits for the GPU, so it happens every
+    # --print_freq steps and before each validation or save (a non-finite loss is caught there, by window).
+    loss_sum, window_start, last_loss, started = torch.zeros((), device=device), step, math.nan, time.time()
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         for group in optimizer.param_groups:
-            group['lr'] = args.lr * (0.1 ** (epoch // args.step) if args.step else 1)
+            group['lr'] = lr * (0.1 ** (epoch // args.step) if args.step else 1)
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=offset * args.batch_size)
         for batch in loader:
-            loss = train_step(ddp, batch, optimizer, scaler, args, device, amp_dtype)
+            loss_sum += train_step(step_model, batch, optimizer, scaler, args, device, dtype)
             step += 1
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss ({loss}) at step {step}")
-            running.append(loss)
             bar.update()
-            bar.set_postfix(loss=f'{np.mean(running):.4f}')
-            if main_process and step % args.print_freq == 0:
-                log_line(log_path, {'step': step, 'epoch': epoch, 'loss': float(np.mean(running)),
-                                    'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - started})
+            if step % args.print_freq == 0:
+                last_loss = mean_loss(loss_sum, window_start + 1, step)
+                loss_sum.zero_()
+                window_start = step
+                bar.set_postfix(loss=f'{last_loss:.4f}')
+                if main_process:
+                    log_line(log_path, {'step': step, 'epoch': epoch, 'loss': last_loss,
+                                        'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - started})
             if step >= total:
                 break
+        if step > window_start:  # the steps since the last read, checked before anything is saved
+            last_loss = mean_loss(loss_sum, window_start + 1, step)
         epoch_done, last = step % steps_per_epoch == 0, step >= total
         if main_process and val_samples and (last or epoch_done and (epoch + 1) % args.test_freq == 0):
-            best_sad = validate(model, val_samples, test_samples, args, device, step, epoch, best_sad, log_path, save)
+            best_sad = validate(model, val_samples, test_samples, args, device, dtype, step, epoch, best_sad,
+                                log_path, save)
         if main_process and (last or epoch_done and (epoch + 1) % args.ckpt_save_freq == 0):
             save('latest.pth', epoch, best_sad)
         if world > 1:
             dist.barrier()
     bar.close()
     if main_process:
-        print(f"stage {args.stage}: {step} steps, last loss {np.mean(running or [math.nan]):.4f}, "
+        print(f"stage {args.stage}: {step} steps, last loss {last_loss:.4f}, "
               f"best validation SAD {best_sad:.2f}; checkpoints in {args.save_dir}")
     if world > 1:
         dist.destroy_process_group()
     return 0
 
 
-def validate(model, val_samples, test_samples, args, device, step, epoch, best_sad, log_path, save):
+def mean_loss(loss_sum, first, last):
+    """The mean loss of steps first..last from their sum (a tensor on the device; reading it waits for the
+    device). FloatingPointError, naming the steps, when it is not finite."""
+    loss = loss_sum.item() / (last - first + 1)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss ({loss}) in steps {first}-{last}")
+    return loss
+
+
+def validate(model, val_samples, test_samples, args, device, dtype, step, epoch, best_sad, log_path, save):
     """Score the held-out foregrounds (and the test set, for the log only); keep the best by SAD."""
-    record = {'step': step, 'epoch': epoch, 'val': evaluate(model, val_samples, args, device)}
+    record = {'step': step, 'epoch': epoch, 'val': evaluate(model, val_samples, args, device, dtype)}
     if test_samples:
-        record['test'] = evaluate(model, test_samples, args, device, save_dir=args.test_res_dir)
+        record['test'] = evaluate(model, test_samples, args, device, dtype, save_dir=args.test_res_dir)
     if record['val']['sad'] < best_sad:
         best_sad = record['val']['sad']
         save('best.pth', epoch, best_sad)

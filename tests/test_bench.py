@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import deploy
 import net
 
 import bench
@@ -33,15 +34,19 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
     assert set(bench.PARTS) <= set(results)
     assert results['machine']['torch'] == torch.__version__
 
-    (speed,) = results['speed']['rows']
-    assert speed['size'] == 64
-    assert speed['gflop'] == pytest.approx(2 * net.count_flops(64, 64, refine=False) / 1e9)
-    for key in ('network_s', 'gflops', 'matmul_gflops', 'share', 'predict_s', 'peak_rss_gib', 'rss_increase_gib'):
-        assert speed[key] > 0, key
+    # fp32 and bf16 side by side on the CPU, each against the matrix product in its own dtype
+    assert [(r['size'], r['dtype']) for r in results['speed']['rows']] == [(64, 'fp32'), (64, 'bf16')]
+    for speed in results['speed']['rows']:
+        assert speed['gflop'] == pytest.approx(2 * net.count_flops(64, 64, refine=False) / 1e9)
+        assert speed['share'] == pytest.approx(speed['gflops'] / speed['matmul_gflops'])
+        for key in ('network_s', 'gflops', 'matmul_gflops', 'share', 'predict_s', 'peak_rss_gib', 'rss_increase_gib'):
+            assert speed[key] > 0, key
     crop = results['crop']
     assert crop['size'] == 128 and 0.12 < crop['unknown'] < 0.18 and crop['whole_s'] > 0 and crop['crop_s'] > 0
     assert crop['speedup'] == pytest.approx(crop['whole_s'] / crop['crop_s']) and crop['sad_crop_vs_whole'] >= 0
-    assert [r['batch'] for r in results['train']['rows']] == [1, 2]  # --quick caps the CPU batch at 2
+    # --quick caps the CPU batch at 2
+    assert [(r['dtype'], r['batch']) for r in results['train']['rows']] == [('fp32', 1), ('fp32', 2), ('bf16', 1),
+                                                                            ('bf16', 2)]
     for r in results['train']['rows']:
         assert r['s_per_step'] > 0 and r['images_per_s'] == pytest.approx(r['batch'] / r['s_per_step'])
     assert all(r['gflops'] > 0 and r['share'] > 0 for r in results['train']['rows'])
@@ -70,3 +75,14 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
 def test_bad_part_is_one_line_error(capsys):
     assert bench.main(['--parts', 'speed,nonsense']) == 2
     assert 'nonsense' in capsys.readouterr().err
+    assert bench.main(['--parts', 'speed', '--precisions', 'fp32,fp16', '--device', 'cpu']) == 2
+    assert 'fp16' in capsys.readouterr().err
+
+
+def test_bench_compares_fp32_with_the_devices_reduced_precision(monkeypatch):
+    cpu = torch.device('cpu')
+    assert bench.bench_precisions(cpu) == [torch.float32, torch.bfloat16]  # bf16 is measured even without AMX
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: (7, 5))  # a T4
+    assert bench.bench_precisions(torch.device('cuda')) == [torch.float32, torch.float16]
+    monkeypatch.setattr(deploy, 'cpu_has_amx', lambda: False)
+    assert bench.bench_precisions(cpu, ['fp32', 'auto']) == [torch.float32]  # auto is fp32 then: listed once

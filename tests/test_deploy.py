@@ -251,3 +251,48 @@ def test_deploy_sh_scores_the_test_split(model, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(os.listdir(tmp_path / 'out')) == ['a0.png', 'a1.png']
     assert re.search(r'SAD\s+MSE\s+GRAD\s+CONN', result.stdout)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)  # true on a T4 too: not asked
+    for capability, expected in (((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
+                                 ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None, c=capability: c)
+        assert deploy.pick_precision('auto', cuda) == expected, capability
+    for amx, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(deploy, 'cpu_has_amx', lambda amx=amx: amx)
+        assert deploy.pick_precision('auto', cpu) == expected
+    # a choice overrides the hardware, except fp16, which the CPU does not run
+    assert deploy.pick_precision('bf16', cpu) == torch.bfloat16
+    assert deploy.pick_precision('fp32', cuda) == torch.float32
+    assert deploy.pick_precision('fp16', cuda) == torch.float16
+    with pytest.raises(ValueError, match='fp16'):
+        deploy.pick_precision('fp16', cpu)
+    with pytest.raises(ValueError, match='fp8'):
+        deploy.pick_precision('fp8', cpu)
+
+
+def test_bf16_prediction_is_float32_and_close_to_fp32(model):
+    image, trimap = make_sample(64, 80)
+    fp32 = deploy.predict(model, image, trimap, 3, dtype=torch.float32)
+    bf16 = deploy.predict(model, image, trimap, 3, dtype=torch.bfloat16)
+    unknown = trimap == 128
+    assert bf16.dtype == np.float32
+    assert not np.array_equal(fp32[unknown], bf16[unknown])  # it did run in bf16
+    assert np.abs(fp32 - bf16).max() < 0.02
+
+
+def test_cli_refuses_fp16_on_the_cpu(model, tmp_path, capsys):
+    image, trimap = make_sample(40, 40)
+    data.write_png(str(tmp_path / 'img' / 'a.png'), image)
+    data.write_png(str(tmp_path / 'tri' / 'a.png'), trimap)
+    ckpt = str(tmp_path / 'm.pth')
+    net.save_checkpoint({'format': net.CHECKPOINT_FORMAT, 'model': model.state_dict(), 'stage': 1}, ckpt)
+    argv = ['--img_dir', str(tmp_path / 'img'), '--trimap_dir', str(tmp_path / 'tri'), '--resume', ckpt,
+            '--save_dir', str(tmp_path / 'out'), '--device', 'cpu']
+    assert deploy.main(argv + ['--precision', 'fp16']) == 2
+    err = capsys.readouterr().err
+    assert 'fp16' in err and len(err.strip().splitlines()) == 1
+    assert deploy.main(argv + ['--precision', 'bf16']) == 0
+    assert 'bfloat16' in capsys.readouterr().err

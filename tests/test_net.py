@@ -246,3 +246,19 @@ def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match='pickled.pth: .*weights_only'):
         net.load_checkpoint(str(pickled))
     assert net.load_checkpoint(str(pickled), trust=True)['args'].lr == 1
+
+
+def test_unpooling_keeps_the_autocast_dtype(model):
+    # CPU autocast runs max_unpool2d in float32: each unpooled map would be converted to float32 and back
+    # to bf16 by the next convolution. The decoder unpools in the dtype of its input instead.
+    seen = []
+    hooks = [getattr(model.decoder, name).register_forward_pre_hook(lambda layer, args: seen.append(args[0].dtype))
+             for name in net.UNPOOL_CONVS]
+    try:
+        with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+            alpha_ed, alpha_refined = model(*inputs(64, 64))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == [torch.bfloat16] * 5
+    assert alpha_ed.dtype == alpha_refined.dtype == torch.float32

@@ -156,3 +156,118 @@ def test_train_sh_chains_the_three_stages(tiny_set, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     stages = [torch.load(tmp_path / 'runs' / f'stage{s}' / 'best.pth', weights_only=True)['stage'] for s in (1, 2, 3)]
     assert stages == [1, 2, 3]
+
+
+def test_checkpoint_records_the_run_shape_and_resume_refuses_another(tiny_set, tmp_path, capsys):
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '1')) == 0
+    ckpt = torch.load(tmp_path / 'latest.pth', weights_only=True)
+    assert (ckpt['world_size'], ckpt['batch_size'], ckpt['samples_seen']) == (1, 1, 1)
+    # batch 2 would renumber the epochs and change which samples come next: refused, not silently continued
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '2', '--batch_size', '2',
+                               '--resume', str(tmp_path / 'latest.pth'))) == 1
+    err = capsys.readouterr().err
+    assert '--batch_size 1' in err and '--batch_size 2' in err and len(err.strip().splitlines()) == 1
+    # the same for the number of processes (restore is what train() calls)
+    args = train.get_args_parser().parse_args(['--batch_size', '1'])
+    model = net.DIM()
+    optimizer = torch.optim.Adam(model.parameters())
+    scaler = torch.amp.GradScaler('cpu', enabled=False)
+    with pytest.raises(ValueError, match=r'written by 1 process\(es\).*this run has 2'):
+        train.restore(ckpt, optimizer, scaler, args, 2, 'latest.pth')
+    assert train.restore(ckpt, optimizer, scaler, args, 1, 'latest.pth')[0] == 1
+
+
+def test_scaler_state_of_a_bf16_or_cpu_run_loads_into_an_fp16_run(tiny_set, tmp_path):
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '1')) == 0
+    ckpt = torch.load(tmp_path / 'latest.pth', weights_only=True)
+    assert ckpt['scaler'] == {}  # a disabled scaler saves nothing
+    fp16_scaler = torch.amp.GradScaler('cpu', enabled=True)
+    with pytest.raises(RuntimeError):  # what torch does with it, and why restore() skips it
+        torch.amp.GradScaler('cpu', enabled=True).load_state_dict(ckpt['scaler'])
+    args = train.get_args_parser().parse_args([])
+    model = net.DIM()
+    train.restore(ckpt, torch.optim.Adam(model.parameters()), fp16_scaler, args, 1, 'latest.pth')
+    assert fp16_scaler.get_scale() == torch.amp.GradScaler('cpu').get_scale()  # starts from the default
+
+
+def test_lr_rules_relative_to_batch_one(tiny_set, tmp_path):
+    assert train.scaled_lr(1e-5, 'none', 16) == 1e-5
+    assert train.scaled_lr(1e-5, 'sqrt', 16) == pytest.approx(4e-5)
+    assert train.scaled_lr(1e-5, 'linear', 16) == pytest.approx(1.6e-4)
+    assert train.scaled_lr(1e-5, 'sqrt', 1) == train.scaled_lr(1e-5, 'linear', 1) == 1e-5
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '1', '--batch_size', '2', '--lr', '1e-4',
+                               '--lr_scale', 'sqrt')) == 0
+    with open(tmp_path / 'log.jsonl') as f:
+        records = [json.loads(line) for line in f]
+    assert records[0]['lr'] == pytest.approx(1e-4 * 2 ** 0.5)
+    assert records[1]['lr'] == pytest.approx(1e-4 * 2 ** 0.5)  # the rate the optimizer used
+
+
+def test_logged_loss_is_the_mean_of_each_print_window(tiny_set, tmp_path):
+    assert train.main(run_args(tiny_set, tmp_path / 'each', '--max_iters', '4', '--lr', '1e-4')) == 0
+    assert train.main(run_args(tiny_set, tmp_path / 'pairs', '--max_iters', '4', '--lr', '1e-4',
+                               '--print_freq', '2')) == 0
+    each, pairs = logged_losses(tmp_path / 'each'), logged_losses(tmp_path / 'pairs')
+    assert sorted(pairs) == [2, 4]
+    assert pairs[2] == pytest.approx((each[1] + each[2]) / 2, rel=1e-5)
+    assert pairs[4] == pytest.approx((each[3] + each[4]) / 2, rel=1e-5)
+
+
+def test_non_finite_loss_between_reads_names_the_window(tiny_set, tmp_path, monkeypatch, capsys):
+    real_loss = train.stage_loss
+    monkeypatch.setattr(train, 'stage_loss', lambda *a, **k: real_loss(*a, **k) * float('nan'))
+    # print_freq 10 never comes: the check before saving at the end still stops the run
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '3', '--print_freq', '10')) == 1
+    assert 'non-finite loss (nan) in steps 1-3' in capsys.readouterr().err
+    assert not (tmp_path / 'latest.pth').exists()
+
+
+def test_device_index_under_torchrun_is_an_error(monkeypatch):
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    with pytest.raises(ValueError, match='CUDA_VISIBLE_DEVICES'):
+        train.setup_distributed('cuda:1')  # used to train on the CPU without a word
+    assert not torch.distributed.is_initialized()
+
+
+def test_validation_out_of_memory_falls_back_to_tiles(tiny_set, tmp_path, monkeypatch, capsys):
+    real_predict = train.deploy.predict
+    methods = []
+
+    def predict(*args, method='whole', **kwargs):
+        methods.append(method)
+        if method == 'whole':
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_predict(*args, method=method, **kwargs)
+
+    monkeypatch.setattr(train.deploy, 'predict', predict)
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '1', '--val_fraction', '0.25',
+                               '--val_per_fg', '1')) == 0
+    assert methods == ['whole', 'crop']
+    err = capsys.readouterr().err
+    assert 'out of memory' in err and 'fg' in err  # names the image
+    with open(tmp_path / 'log.jsonl') as f:
+        assert any('val' in json.loads(line) for line in f)
+
+
+def test_training_in_bf16_on_the_cpu(tiny_set, tmp_path, capsys):
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '2', '--precision', 'bf16')) == 0
+    with open(tmp_path / 'log.jsonl') as f:
+        assert json.loads(f.readline())['dtype'] == 'bfloat16'
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '2', '--precision', 'fp16')) == 1
+    assert 'fp16' in capsys.readouterr().err
+
+
+class ThreadsDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return cv2.getNumThreads()
+
+
+def test_loader_workers_run_one_opencv_thread():
+    loader = torch.utils.data.DataLoader(ThreadsDataset(), num_workers=1, worker_init_fn=data.worker_init,
+                                         multiprocessing_context='spawn')
+    assert [int(x) for x in loader] == [1]

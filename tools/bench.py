@@ -7,11 +7,11 @@ machine's own limit measured in the same run: a plain matrix product's GFLOP/s, 
 after each timed pass, because other work on a shared machine slows both.
 
 Parts (--parts):
-  speed    whole-image inference at each --sizes: the network's time (best of --repeats passes, fewer where
-           one pass is slow: --budget) and its GFLOP/s (2 * net.count_flops / time) as a share of the
-           matrix product's (fp32 on the CPU; on a GPU bf16 or fp16, the dtype deploy.py's autocast runs
-           the network in, with fp32 beside it); the time of deploy.predict (the same pass plus reading the
-           arrays in and out); peak memory of one deploy.predict. Each size runs in a fresh process, so its
+  speed    whole-image inference at each --sizes in each of --precisions (fp32 and bf16 on the CPU, fp32 and
+           auto's bf16 or fp16 on a GPU): the network's time (best of --repeats passes, fewer where one pass
+           is slow: --budget) and its GFLOP/s (2 * net.count_flops / time) as a share of the matrix
+           product's in the same dtype; the time of deploy.predict (the same pass plus reading the arrays
+           in and out); peak memory of one deploy.predict. Each size runs in a fresh process, so its
            peak RSS (and the increase over the process before the pass) belongs to that size alone; on a GPU,
            torch.cuda.max_memory_allocated. Stage 1 (refine=False, the encoder-decoder alpha); the refiner
            adds the FLOPs shown as "refine +". Random weights: they do not change the time.
@@ -19,8 +19,9 @@ Parts (--parts):
            (the --ckpt model, else random weights): seconds of each, the speedup, and the SAD between the
            two mattes over the unknown region.
   train    seconds per step and images per second at 320x320 through train.train_step (stage-1 loss,
-           Adam), batch 1 and the largest batch that fits: doubling until out of memory on a GPU, capped at
-           --max_cpu_batch on the CPU (the cap, not memory, limits it there).
+           Adam) in each of --precisions, with its share of the matrix product in the same dtype, batch 1
+           and the largest batch that fits: doubling until out of memory on a GPU (batches in pinned memory,
+           as the loader gives them), capped at --max_cpu_batch on the CPU (the cap, not memory, limits it).
   data     samples per second of one loader worker (data.TrainDataset iterated in this process, one
            thread), 320x320 samples from 1920x1080 sources: first pass (decoding the files), second pass
            (decoded images cached), and, for reference, composing the whole image before cropping.
@@ -121,10 +122,22 @@ def matmul_gflops(device, dtype=torch.float32, n=2048, repeats=3):
     return 2 * n ** 3 / best / 1e9
 
 
-def amp_dtype_for(device):
-    """The dtype deploy.py and train.py run the network in: bf16 (fp16 on old GPUs) under autocast, fp32 on
-    the CPU."""
-    return train.autocast_for(device) or torch.float32
+def bench_precisions(device, names=None):
+    """The precisions (deploy.PRECISIONS names) the speed and train parts compare; None: fp32 and the
+    reduced one of the device, side by side: on a GPU auto's (bf16, fp16 before compute capability 8.0), on
+    the CPU bf16 (what auto picks where the CPU has AMX, measured here wherever the run is)."""
+    if names is None:
+        names = ['fp32', 'auto' if device.type == 'cuda' else 'bf16']
+    dtypes = []
+    for name in names:
+        dtype = deploy.pick_precision(name, device)
+        if dtype not in dtypes:
+            dtypes.append(dtype)
+    return dtypes
+
+
+def dtype_name(dtype):
+    return {v: k for k, v in deploy.DTYPES.items()}[dtype]
 
 
 def matmul_size(device, quick):
@@ -159,22 +172,21 @@ def machine_info(device):
 
 # --------------------------------------------------------------------------------------------- speed
 
-def speed_one(size, device, repeats, budget, matmul_n):
-    """One size's inference figures (run in a fresh process by `bench_speed`)."""
+def speed_one(size, device, dtype, repeats, budget, matmul_n):
+    """One size's inference figures in `dtype` (run in a fresh process by `bench_speed`)."""
     torch.manual_seed(0)
     model = net.DIM().eval().to(device=device, memory_format=torch.channels_last)
     image, _, trimap, _ = sample_matte(size)
     stage = 1
-    amp_dtype = amp_dtype_for(device)
     rss_before = peak_rss()
     if device.type == 'cuda':
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         gpu_before = torch.cuda.memory_allocated(device)
     t = time.perf_counter()
-    deploy.predict(model, image, trimap, stage, max_size=0)  # the memory pass; also the warm-up
+    deploy.predict(model, image, trimap, stage, max_size=0, dtype=dtype)  # the memory pass; also the warm-up
     first = time.perf_counter() - t
-    row = dict(size=size, peak_rss_gib=peak_rss() / GIB, rss_increase_gib=(peak_rss() - rss_before) / GIB)
+    row = dict(size=size, dtype=dtype_name(dtype), peak_rss_gib=peak_rss() / GIB, rss_increase_gib=(peak_rss() - rss_before) / GIB)
     if device.type == 'cuda':
         row['peak_gpu_gib'] = torch.cuda.max_memory_allocated(device) / GIB
         row['gpu_increase_gib'] = (torch.cuda.max_memory_allocated(device) - gpu_before) / GIB
@@ -182,49 +194,49 @@ def speed_one(size, device, repeats, budget, matmul_n):
     # the network alone, on inputs already on the device, as deploy.predict runs it
     img = torch.from_numpy(data.normalize(image))[None].to(device).contiguous(memory_format=torch.channels_last)
     trimap_t = torch.from_numpy(trimap[None, None].astype(np.float32)).to(device)
-    amp = torch.autocast('cuda', dtype=amp_dtype) if device.type == 'cuda' else contextlib.nullcontext()
     flops = 2 * net.count_flops(size, size, refine=False)
     passes = timed_passes(first, repeats, budget)
     runs = []
     for _ in range(passes):
-        before = matmul_gflops(device, amp_dtype, matmul_n)
-        with torch.inference_mode(), amp:
+        before = matmul_gflops(device, dtype, matmul_n)
+        with torch.inference_mode(), deploy.autocast(device, dtype):
             sync(device)
             t = time.perf_counter()
             model(img, trimap_t, refine=False)
             sync(device)
             seconds = time.perf_counter() - t
-        after = matmul_gflops(device, amp_dtype, matmul_n)
+        after = matmul_gflops(device, dtype, matmul_n)
         runs.append((seconds, max(before, after)))
     seconds, matmul = min(runs)
     predict_s = math.inf
     for _ in range(passes):
         t = time.perf_counter()
-        deploy.predict(model, image, trimap, stage, max_size=0)
+        deploy.predict(model, image, trimap, stage, max_size=0, dtype=dtype)
         predict_s = min(predict_s, time.perf_counter() - t)
     row.update(gflop=flops / 1e9, refine_extra=net.count_flops(size, size) / net.count_flops(size, size, False) - 1,
                passes=passes, network_s=seconds, gflops=flops / seconds / 1e9, matmul_gflops=matmul,
                share=flops / seconds / 1e9 / matmul, predict_s=predict_s, first_s=first)
-    if device.type == 'cuda' and amp_dtype != torch.float32:
-        row['matmul_fp32_gflops'] = matmul_gflops(device, torch.float32, matmul_n)
     return row
 
 
-def bench_speed(sizes, device, repeats, budget, quick):
+def bench_speed(sizes, device, dtypes, repeats, budget, quick):
+    """Each size in each dtype (side by side), each share against the matrix product of the same dtype."""
     matmul_n = matmul_size(device, quick)
     rows = []
     for size in sizes:
-        cmd = [sys.executable, os.path.abspath(__file__), '--_speed_child', str(size), '--device', str(device),
-               '--repeats', str(repeats), '--budget', str(budget)] + (['--quick'] if quick else [])
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"speed at {size}x{size} failed (exit {out.returncode}): "
-                               f"{out.stderr.strip()[-800:]}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"  speed {size}: network {rows[-1]['network_s']:.3f} s", file=sys.stderr, flush=True)
-    dtype = str(amp_dtype_for(device)).replace('torch.', '')
-    return dict(stage=1, refine=False, model='random weights, channels_last', matmul=f'{matmul_n}^3 {dtype}',
-                dtype=dtype, rows=rows)
+        for dtype in dtypes:
+            cmd = [sys.executable, os.path.abspath(__file__), '--_speed_child', str(size), '--device', str(device),
+                   '--precisions', dtype_name(dtype), '--repeats', str(repeats), '--budget', str(budget)] \
+                + (['--quick'] if quick else [])
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"speed at {size}x{size} in {dtype_name(dtype)} failed (exit {out.returncode}): "
+                                   f"{out.stderr.strip()[-800:]}")
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"  speed {size} {dtype_name(dtype)}: network {rows[-1]['network_s']:.3f} s", file=sys.stderr,
+                  flush=True)
+    return dict(stage=1, refine=False, model='random weights, channels_last', matmul=f'{matmul_n}^3',
+                dtypes=[dtype_name(d) for d in dtypes], rows=rows)
 
 
 def ring_matte(size, band=0.15, seed=0):
@@ -282,10 +294,23 @@ def random_batch(n, size, seed=0):
     return {k: v[None].repeat(n, *[1] * v.dim()) for k, v in sample.items()}
 
 
-def bench_train(device, size, steps, budget, max_cpu_batch, matmul_n, max_gpu_batch=1024, warmup=True):
-    """Seconds per step of train.train_step (stage 1) at batch 1 and the largest batch that fits (median of
-    `steps` timed steps after one untimed warm-up step, or with the first step timed when not `warmup`).
-    GFLOP/s counts a step as 3 forward passes (the backward pass costs about twice the forward)."""
+def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, max_gpu_batch=1024, warmup=True):
+    """`bench_train_one` in each dtype, side by side."""
+    rows, limited_by = [], {}
+    for dtype in dtypes:
+        dtype_rows, limited_by[dtype_name(dtype)] = bench_train_one(device, dtype, size, steps, budget, max_cpu_batch,
+                                                                    matmul_n, max_gpu_batch, warmup)
+        rows += dtype_rows
+    return dict(size=size, stage=1, dtypes=[dtype_name(d) for d in dtypes], matmul=f'{matmul_n}^3', rows=rows,
+                limited_by=limited_by)
+
+
+def bench_train_one(device, dtype, size, steps, budget, max_cpu_batch, matmul_n, max_gpu_batch, warmup):
+    """Seconds per step of train.train_step (stage 1) under autocast to `dtype` at batch 1 and the largest batch
+    that fits (median of `steps` timed steps after one untimed warm-up step, or with the first step timed when
+    not `warmup`), the batch in pinned memory on a GPU as train.py's loader gives it. GFLOP/s counts a step as
+    3 forward passes (the backward pass costs about twice the forward), its share against the matrix product
+    in `dtype`. Returns (rows, what limited the batch)."""
     torch.manual_seed(0)
     model = net.DIM()
     net.set_stage(model, 1)
@@ -293,34 +318,34 @@ def bench_train(device, size, steps, budget, max_cpu_batch, matmul_n, max_gpu_ba
     if device.type == 'cuda':  # as train.py sets it up
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
-    amp_dtype = train.autocast_for(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     opts = SimpleNamespace(stage=1, wl_weight=0.5)
 
     def time_batch(n):
         batch = random_batch(n, size)
         if device.type == 'cuda':
+            batch = {k: v.pin_memory() for k, v in batch.items()}
             torch.cuda.reset_peak_memory_stats(device)
         first, times = 0.0, []
         if warmup:  # the first step sets up the optimizer's state and the kernels: not a step's cost
             t = time.perf_counter()
-            float(train.train_step(model, batch, optimizer, scaler, opts, device, amp_dtype))
+            float(train.train_step(model, batch, optimizer, scaler, opts, device, dtype))
             first = time.perf_counter() - t
-        before = matmul_gflops(device, amp_dtype or torch.float32, matmul_n)
+        before = matmul_gflops(device, dtype, matmul_n)
         for _ in range(timed_passes(first, steps, budget)):
             sync(device)
             t = time.perf_counter()
-            float(train.train_step(model, batch, optimizer, scaler, opts, device, amp_dtype))  # waits for it
+            float(train.train_step(model, batch, optimizer, scaler, opts, device, dtype))  # waits for it
             times.append(time.perf_counter() - t)
-        matmul = max(before, matmul_gflops(device, amp_dtype or torch.float32, matmul_n))
+        matmul = max(before, matmul_gflops(device, dtype, matmul_n))
         seconds = float(np.median(times))
         rate = 3 * 2 * net.count_flops(size, size, refine=False) * n / seconds / 1e9
-        row = dict(batch=n, s_per_step=seconds, images_per_s=n / seconds, steps=len(times), gflops=rate,
+        row = dict(dtype=dtype_name(dtype), batch=n, s_per_step=seconds, images_per_s=n / seconds, steps=len(times), gflops=rate,
                    matmul_gflops=matmul, share=rate / matmul)
         if device.type == 'cuda':
             row['peak_gpu_gib'] = torch.cuda.max_memory_allocated(device) / GIB
-        print(f"  train batch {n}: {seconds:.3f} s/step", file=sys.stderr, flush=True)
+        print(f"  train {dtype_name(dtype)} batch {n}: {seconds:.3f} s/step", file=sys.stderr, flush=True)
         return row
 
     rows = [time_batch(1)]
@@ -340,9 +365,7 @@ def bench_train(device, size, steps, budget, max_cpu_batch, matmul_n, max_gpu_ba
         if max_cpu_batch > 1:
             rows.append(time_batch(max_cpu_batch))
         limited_by = f'the CPU cap --max_cpu_batch {max_cpu_batch}, not memory'
-    dtype = str(amp_dtype or torch.float32).replace('torch.', '')
-    return dict(size=size, stage=1, dtype=dtype, matmul=f'{matmul_n}^3 {dtype}', rows=rows,
-                largest_batch=rows[-1]['batch'], limited_by=limited_by)
+    return rows, limited_by
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -519,6 +542,7 @@ def quality(samples, methods):
 
 
 def bench_quality(args, device):
+    torch.backends.cudnn.benchmark = False  # the train part sets it; here every image size would re-tune
     notes, methods = [], {}
     if args.ckpt:
         model, stage = deploy.load_model(args.ckpt, device, trust=args.trust)
@@ -580,19 +604,19 @@ def format_report(results):
     if 'speed' in results:
         s = results['speed']
         out.append(f"\n== speed: whole-image inference, stage {s['stage']} (encoder-decoder only, refine=False), "
-                   f"{s['model']}, {s['dtype']}")
+                   f"{s['model']}, {' and '.join(s['dtypes'])} (autocast); share: against the matrix product in "
+                   f"the row's dtype")
         gpu = any('peak_gpu_gib' in r for r in s['rows'])
-        header = ['size', 'GFLOP', 'refine +', 'network s', 'GFLOP/s', f"matmul GFLOP/s ({s['matmul']})", 'share',
-                  'predict s', 'passes', 'peak RSS GiB', 'RSS increase GiB']
-        header += ['GPU peak GiB', 'GPU increase GiB', 'fp32 matmul GFLOP/s'] if gpu else []
+        header = ['size', 'dtype', 'GFLOP', 'refine +', 'network s', 'GFLOP/s', f"matmul GFLOP/s ({s['matmul']})",
+                  'share', 'predict s', 'passes', 'peak RSS GiB', 'RSS increase GiB']
+        header += ['GPU peak GiB', 'GPU increase GiB'] if gpu else []
         rows = []
         for r in s['rows']:
-            row = [f"{r['size']}x{r['size']}", f"{r['gflop']:.1f}", f"{r['refine_extra']:.1%}", f"{r['network_s']:.3f}",
-                   f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}", f"{r['predict_s']:.3f}",
-                   r['passes'], f"{r['peak_rss_gib']:.2f}", f"{r['rss_increase_gib']:.2f}"]
+            row = [f"{r['size']}x{r['size']}", r['dtype'], f"{r['gflop']:.1f}", f"{r['refine_extra']:.1%}",
+                   f"{r['network_s']:.3f}", f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}",
+                   f"{r['predict_s']:.3f}", r['passes'], f"{r['peak_rss_gib']:.2f}", f"{r['rss_increase_gib']:.2f}"]
             if gpu:
-                row += [f"{r.get('peak_gpu_gib', 0):.2f}", f"{r.get('gpu_increase_gib', 0):.2f}",
-                        f"{r.get('matmul_fp32_gflops', float('nan')):.0f}"]
+                row += [f"{r.get('peak_gpu_gib', 0):.2f}", f"{r.get('gpu_increase_gib', 0):.2f}"]
             rows.append(row)
         out.append(fmt_table(header, rows))
     if 'crop' in results:
@@ -605,11 +629,12 @@ def format_report(results):
     if 'train' in results:
         t = results['train']
         out.append(f"\n== train: train.train_step at {t['size']}x{t['size']}, stage-{t['stage']} loss, Adam, "
-                   f"{t['dtype']}; largest batch {t['largest_batch']}, limited by {t['limited_by']}")
+                   f"{' and '.join(t['dtypes'])} (autocast); largest batch limited by "
+                   f"{'; '.join(f'{k}: {v}' for k, v in t['limited_by'].items())}")
         gpu = any('peak_gpu_gib' in r for r in t['rows'])
-        header = ['batch', 's/step', 'images/s', 'steps timed', 'GFLOP/s (3x forward)',
+        header = ['dtype', 'batch', 's/step', 'images/s', 'steps timed', 'GFLOP/s (3x forward)',
                   f"matmul GFLOP/s ({t['matmul']})", 'share'] + (['GPU peak GiB'] if gpu else [])
-        out.append(fmt_table(header, [[r['batch'], f"{r['s_per_step']:.3f}", f"{r['images_per_s']:.2f}", r['steps'],
+        out.append(fmt_table(header, [[r['dtype'], r['batch'], f"{r['s_per_step']:.3f}", f"{r['images_per_s']:.2f}", r['steps'],
                                        f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}"]
                                       + ([f"{r['peak_gpu_gib']:.2f}"] if gpu else []) for r in t['rows']]))
     if 'data' in results:
@@ -667,6 +692,9 @@ def get_args_parser():
     p.add_argument('--train_size', type=int, default=None, help="train: crop side; None: 320 (--quick: 32)")
     p.add_argument('--max_cpu_batch', type=int, default=None, help="train: the largest batch tried on the CPU; "
                    "None: 8 (--quick: 2)")
+    p.add_argument('--precisions', default=None, help="speed and train: comma-separated precisions compared side "
+                   "by side (fp32, bf16, fp16, auto: deploy.py's --precision); None: fp32 and, on a GPU, auto's "
+                   "dtype, on the CPU bf16")
     p.add_argument('--quick', action='store_true', help="tiny sizes everywhere (a smoke test, not a measurement)")
     p.add_argument('--_speed_child', type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -676,6 +704,7 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
         device = deploy.pick_device(args.device)
+        dtypes = bench_precisions(device, args.precisions and [x.strip() for x in args.precisions.split(',')])
         parts = [x.strip() for x in args.parts.split(',') if x.strip()]
         unknown = [x for x in parts if x not in PARTS]
         if unknown or not parts:
@@ -698,7 +727,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args._speed_child is not None:  # one size of the speed part, in a fresh process
-        print(json.dumps(speed_one(args._speed_child, device, args.repeats, args.budget,
+        print(json.dumps(speed_one(args._speed_child, device, dtypes[0], args.repeats, args.budget,
                                    matmul_size(device, args.quick))))
         return 0
     train_size = args.train_size or (32 if args.quick else 320)
@@ -708,9 +737,9 @@ def main(argv=None):
     results = dict(machine=machine_info(device))
     print(f"bench: {', '.join(parts)} on {device}", file=sys.stderr, flush=True)
     try:
-        jobs = dict(speed=lambda: bench_speed(sizes, device, args.repeats, args.budget, args.quick),
+        jobs = dict(speed=lambda: bench_speed(sizes, device, dtypes, args.repeats, args.budget, args.quick),
                     crop=lambda: bench_crop(args, device, 128 if args.quick else 1024, args.repeats, args.budget),
-                    train=lambda: bench_train(device, train_size, args.repeats, args.budget, max_cpu_batch,
+                    train=lambda: bench_train(device, dtypes, train_size, args.repeats, args.budget, max_cpu_batch,
                                               matmul_size(device, args.quick), warmup=not args.quick),
                     data=lambda: bench_data(args.quick),
                     metrics=lambda: bench_metrics(128 if args.quick else 1024, args.repeats),

@@ -1,0 +1,61 @@
+"""The GPU path: skipped where no CUDA device is present (run them on a GPU machine)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import deploy
+import net
+import train
+from test_deploy import make_sample
+from test_train import logged_losses, run_args, tiny_set  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_training_steps_on_the_gpu(tiny_set, tmp_path, precision):  # noqa: F811
+    if precision == 'bf16' and torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("bf16 is emulated before compute capability 8.0")
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '3', '--device', 'cuda',
+                               '--precision', precision, '--lr', '1e-4')) == 0
+    with open(tmp_path / 'log.jsonl') as f:
+        first = json.loads(f.readline())
+    assert first['device'].startswith('cuda') and first['dtype'] == {'bf16': 'bfloat16', 'fp16': 'float16'}[precision]
+    ckpt = torch.load(tmp_path / 'latest.pth', weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt['model'].values())
+    assert bool(ckpt['scaler']) == (precision == 'fp16')  # only fp16 runs a gradient scaler
+
+
+def test_deploy_on_the_gpu_equals_the_cpu():
+    torch.manual_seed(0)
+    cpu_model = net.DIM().eval()
+    gpu_model = net.DIM().eval()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    gpu_model.to('cuda', memory_format=torch.channels_last)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # plain fp32 to compare
+    try:
+        for seed, (h, w) in enumerate([(64, 80), (97, 131), (160, 160)]):
+            image, trimap = make_sample(h, w, seed)
+            cpu = deploy.predict(cpu_model, image, trimap, 3, dtype=torch.float32)
+            gpu = deploy.predict(gpu_model, image, trimap, 3, dtype=torch.float32)
+            assert gpu.dtype == np.float32 and np.abs(cpu - gpu).max() < 1 / 255, (h, w)
+            low = deploy.predict(gpu_model, image, trimap, 3)  # auto: bf16 or fp16 autocast
+            assert low.dtype == np.float32 and np.abs(cpu - low).mean() < 1 / 255, (h, w)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def test_resume_on_the_gpu(tiny_set, tmp_path):  # noqa: F811
+    # Not bit-exact on a GPU (cuDNN's algorithm choice, atomic adds in unpooling's backward): close, not equal.
+    whole, part = tmp_path / 'whole', tmp_path / 'part'
+    common = ['--device', 'cuda', '--lr', '1e-4']
+    assert train.main(run_args(tiny_set, whole, '--max_iters', '6', *common)) == 0
+    assert train.main(run_args(tiny_set, part, '--max_iters', '3', *common)) == 0
+    assert train.main(run_args(tiny_set, part, '--max_iters', '6', '--resume', str(part / 'latest.pth'),
+                               *common)) == 0
+    expected, resumed = logged_losses(whole), logged_losses(part)
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):
+        assert resumed[step] == pytest.approx(expected[step], rel=0.05, abs=1e-3)
