@@ -58,7 +58,9 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
     synthetic = results['quality']['synthetic']
     assert synthetic['images'] == 2
     methods = synthetic['methods']
-    assert 'DIM stage 1 (tiny.pth)' in methods and 'trivial (0.5 in unknown)' in methods
+    assert {'DIM stage 1 (tiny.pth) fp32', 'DIM stage 1 (tiny.pth) bf16', 'trivial (0.5 in unknown)'} <= set(methods)
+    fp32, bf16 = methods['DIM stage 1 (tiny.pth) fp32'], methods['DIM stage 1 (tiny.pth) bf16']
+    assert bf16['sad'] == pytest.approx(fp32['sad'], rel=0.05)  # the same model in bf16
     for row in methods.values():
         assert set(row) == {'sad', 'mse', 'grad', 'conn', 's_per_image'}
         assert all(np.isfinite(v) and v >= 0 for v in row.values())

@@ -162,6 +162,7 @@ def test_checkpoint_records_the_run_shape_and_resume_refuses_another(tiny_set, t
     assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '1')) == 0
     ckpt = torch.load(tmp_path / 'latest.pth', weights_only=True)
     assert (ckpt['world_size'], ckpt['batch_size'], ckpt['samples_seen']) == (1, 1, 1)
+    capsys.readouterr()
     # batch 2 would renumber the epochs and change which samples come next: refused, not silently continued
     assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '2', '--batch_size', '2',
                                '--resume', str(tmp_path / 'latest.pth'))) == 1

@@ -26,7 +26,7 @@ Parts (--parts):
            thread), 320x320 samples from 1920x1080 sources: first pass (decoding the files), second pass
            (decoded images cached), and, for reference, composing the whole image before cropping.
   metrics  seconds per 1024x1024 image for SAD, MSE, GRAD and CONN (metrics.py).
-  quality  mean SAD, MSE, GRAD, CONN and seconds per image of DIM (--ckpt), closed-form matting
+  quality  mean SAD, MSE, GRAD, CONN and seconds per image of DIM (--ckpt, in each of --precisions), closed-form matting
            (pymatting.estimate_alpha_cf, a test/bench dependency) and the trivial baseline (0.5 in the
            unknown region), on the same images: the synthetic test split (--synth_dir, a
            tools/synthesize.py output, composited as tools/composite.py does; by default a small one is
@@ -541,15 +541,18 @@ def quality(samples, methods):
     return dict(images=len(names), names=names, methods=out, one_sided_trimaps=one_sided)
 
 
-def bench_quality(args, device):
+def bench_quality(args, device, dtypes):
+    """The DIM rows once per dtype (the same model; each image goes through them one after the other)."""
     torch.backends.cudnn.benchmark = False  # the train part sets it; here every image size would re-tune
     notes, methods = [], {}
     if args.ckpt:
         model, stage = deploy.load_model(args.ckpt, device, trust=args.trust)
         image, _, trimap, _ = sample_matte(64)
-        deploy.predict(model, image, trimap, stage)  # warm-up: first-call set-up is not any image's cost
-        methods[f'DIM stage {stage} ({os.path.basename(args.ckpt)})'] = \
-            lambda image, trimap: deploy.predict(model, image, trimap, stage, device=device)
+        for dtype in dtypes:
+            deploy.predict(model, image, trimap, stage, dtype=dtype)  # warm-up: first-call set-up is no image's cost
+            methods[f'DIM stage {stage} ({os.path.basename(args.ckpt)}) {dtype_name(dtype)}'] = \
+                lambda image, trimap, dtype=dtype: deploy.predict(model, image, trimap, stage, device=device,
+                                                                  dtype=dtype)
     else:
         notes.append("no --ckpt: the DIM row is left out")
     try:
@@ -743,7 +746,7 @@ def main(argv=None):
                                               matmul_size(device, args.quick), warmup=not args.quick),
                     data=lambda: bench_data(args.quick),
                     metrics=lambda: bench_metrics(128 if args.quick else 1024, args.repeats),
-                    quality=lambda: bench_quality(args, device))
+                    quality=lambda: bench_quality(args, device, dtypes))
         for part in PARTS:
             if part in parts:
                 t = time.time()
