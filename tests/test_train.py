@@ -171,7 +171,8 @@ def test_checkpoint_records_the_run_shape_and_resume_refuses_another(tiny_set, t
     # the same for the number of processes (restore is what train() calls)
     args = train.get_args_parser().parse_args(['--batch_size', '1'])
     model = net.DIM()
-    optimizer = torch.optim.Adam(model.parameters())
+    net.set_stage(model, 1)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])  # as train() makes it
     scaler = torch.amp.GradScaler('cpu', enabled=False)
     with pytest.raises(ValueError, match=r'written by 1 process\(es\).*this run has 2'):
         train.restore(ckpt, optimizer, scaler, args, 2, 'latest.pth')
@@ -187,7 +188,9 @@ def test_scaler_state_of_a_bf16_or_cpu_run_loads_into_an_fp16_run(tiny_set, tmp_
         torch.amp.GradScaler('cpu', enabled=True).load_state_dict(ckpt['scaler'])
     args = train.get_args_parser().parse_args([])
     model = net.DIM()
-    train.restore(ckpt, torch.optim.Adam(model.parameters()), fp16_scaler, args, 1, 'latest.pth')
+    net.set_stage(model, 1)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+    train.restore(ckpt, optimizer, fp16_scaler, args, 1, 'latest.pth')
     assert fp16_scaler.get_scale() == torch.amp.GradScaler('cpu').get_scale()  # starts from the default
 
 
