@@ -115,7 +115,8 @@ class Refiner(nn.Module):
     """Refinement: refine_conv1..3 (3x3, 64 channels, ReLU) and refine_pred (3x3, 64->1).
 
     forward(img N,3,H,W normalised, alpha N,1,H,W in [0,1], raw N,1,H,W logits) -> N,1,H,W in [0,1]:
-    sigmoid(raw + refine_pred(...)), a residual in logit space.
+    sigmoid(raw + refine_pred(...)), a residual in logit space. refine_pred starts at zero (`init_weights`),
+    so an untrained refiner returns the encoder-decoder alpha exactly and stage 2 starts from stage 1's matte.
     """
 
     def __init__(self):
@@ -165,7 +166,9 @@ class DIM(nn.Module):
 
 
 def init_weights(model, scheme='xavier'):
-    """Zero biases and Xavier-uniform weights (the paper's scheme) or He-normal ones (scheme='he').
+    """Zero biases and Xavier-uniform weights (the paper's scheme) or He-normal ones (scheme='he'), except
+    refine_pred, whose weights start at zero too: the refinement is then a residual of exactly zero, so it
+    cannot start worse than the encoder-decoder (the paper and mmagic draw it at random like the rest).
 
     The paper's encoder starts from ImageNet VGG-16 (tools/chg_model.py writes that checkpoint), so
     Xavier only meets the decoder. A network started wholly from Xavier halves its signal's variance
@@ -179,6 +182,9 @@ def init_weights(model, scheme='xavier'):
         if isinstance(module, nn.Conv2d):
             init(module.weight)
             nn.init.zeros_(module.bias)
+    for module in model.modules():  # after the loop above, which visits refine_pred after its Refiner
+        if isinstance(module, Refiner):
+            nn.init.zeros_(module.refine_pred.weight)
 
 
 def set_stage(model, stage):

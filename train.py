@@ -288,7 +288,9 @@ def train(args):
 
     model = net.DIM(skip=args.skip, init=args.init)
     if args.pretrain:
-        load_weights(model, args.pretrain, args.trust)
+        start = load_weights(model, args.pretrain, args.trust)
+        if args.stage >= 2 and start.get('stage', 0) < 2:  # its refiner never trained: start it as the identity
+            net.init_weights(model.refiner, args.init)
     net.set_stage(model, args.stage)
     model.to(device)
     if device.type == 'cuda':
@@ -326,6 +328,8 @@ def train(args):
                                          multiprocessing_context='spawn' if args.workers > 0 else None)
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
     running, started = deque(maxlen=args.print_freq), time.time()
+    if main_process and val_samples and args.pretrain:  # the starting point is a candidate for best.pth
+        best_sad = validate(model, val_samples, test_samples, args, device, step, -1, best_sad, log_path, save)
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         for group in optimizer.param_groups:
