@@ -34,10 +34,11 @@ def _check(pred, alpha, trimap):
         raise ValueError(f"sizes differ: pred {pred.shape}, alpha {alpha.shape}, trimap {trimap.shape}")
 
 
-def fix_known(pred, trimap):
-    """A copy of `pred` (uint8 H x W) with 255 where trimap == 255 and 0 where trimap == 0."""
+def fix_known(pred, trimap, fg_value=255):
+    """A copy of `pred` (H x W) with fg_value where trimap == 255 and 0 where trimap == 0 (the one rule for
+    known regions, also deploy.py's on float alphas with fg_value=1)."""
     pred = pred.copy()
-    pred[trimap == 255] = 255
+    pred[trimap == 255] = fg_value
     pred[trimap == 0] = 0
     return pred
 
