@@ -289,13 +289,14 @@ def int_at_least(least):
     return parse
 
 
-def float_between(low, high, high_included=True):
-    """An argparse type: a number in [low, high] (or [low, high)); NaN and infinity are refused."""
+def float_between(low, high, open_low=False, open_high=False):
+    """An argparse type: a number from low to high (ends excluded when open); NaN is refused."""
     def parse(text):
         value = float(text)
-        if not (low <= value <= high) or (value == high and not high_included):
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}{']' if high_included else ')'}, "
-                                             f"not {text}")
+        inside = (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be in {'(' if open_low else '['}{low}, {high}"
+                                             f"{')' if open_high else ']'}, not {text}")
         return value
     parse.__name__ = 'float_between'
     return parse
