@@ -253,16 +253,16 @@ def read_alpha_file(path):
 
 
 def _list_by_stem(folder):
-    """({stem: file name}, [messages]) of the images in folder; a stem that names two or more files is left
-    out and named in one message with all of them (data.files_by_stem's rule)."""
+    """({stem: file name}, {stem: message}) of the images in folder; a stem that names two or more files is
+    left out, and its message names all of them (data.files_by_stem's rule)."""
     names = {}
     for f in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(f)
         if ext.lower() in IMAGE_EXTS:
             names.setdefault(stem, []).append(f)
     files = {stem: found[0] for stem, found in names.items() if len(found) == 1}
-    clashes = [f"{' and '.join(os.path.join(folder, f) for f in found)} have the same stem {stem!r}: which one "
-               f"is meant?" for stem, found in names.items() if len(found) > 1]
+    clashes = {stem: f"{' and '.join(os.path.join(folder, f) for f in found)} have the same stem {stem!r}: which "
+               f"one is meant?" for stem, found in names.items() if len(found) > 1}
     return files, clashes
 
 
@@ -291,9 +291,9 @@ def score_folder(pred_dir, alpha_dir, trimap_dir, workers=1, progress=True):
         if not os.path.isdir(folder):
             raise ValueError(f"{folder}: not a folder")
     (preds, c1), (alphas, c2), (trimaps, c3) = (_list_by_stem(d) for d in (pred_dir, alpha_dir, trimap_dir))
-    errors = c1 + c2 + c3
+    errors = [message for clashes in (c1, c2, c3) for message in clashes.values()]
     jobs = []
-    for stem in sorted(set(preds) | set(alphas)):
+    for stem in sorted((set(preds) | set(alphas)) - set(c1) - set(c2) - set(c3)):  # a clash: its stem's error
         if stem not in preds:
             errors.append(f"{os.path.join(alpha_dir, alphas[stem])}: no prediction named {stem}.* "
                           f"in {pred_dir}")
