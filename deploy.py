@@ -265,7 +265,8 @@ def get_args_parser():
                    help="inference method: whole image (the paper), overlapping tiles, or resize")
     p.add_argument('--max_size', type=int_at_least(0), default=1600,
                    help="whole: an image with a longer side above this runs at a reduced scale (0: no limit)")
-    p.add_argument('--size_h', type=int_at_least(1), default=320, help="resize: network input height; crop: tile height")
+    p.add_argument('--size_h', type=int_at_least(1), default=320,
+                   help="resize: network input height; crop: tile height")
     p.add_argument('--size_w', type=int_at_least(1), default=320, help="resize: network input width; crop: tile width")
     p.add_argument('--tile', type=int_at_least(1), default=None, help="crop: square tile size; None: size_h x size_w")
     p.add_argument('--device', default='auto', help="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1'")

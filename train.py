@@ -30,7 +30,7 @@ import data
 import deploy
 import metrics
 import net
-from deploy import float_between, int_at_least
+from deploy import float_between as between, int_at_least as at_least
 from loss import stage_loss
 
 
@@ -45,35 +45,39 @@ def get_args_parser():
     g.add_argument('--fg_dir', '--fgDir', help="foregrounds, for online composition (with --alpha_dir, --bg_dir)")
     g.add_argument('--alpha_dir', '--alphaDir', help="alphas named like the foregrounds")
     g.add_argument('--bg_dir', '--bgDir', help="backgrounds; given, every sample draws a random one (online mode)")
-    g.add_argument('--size_h', type=int_at_least(32), default=320, help="network input size of a training crop")
-    g.add_argument('--size_w', type=int_at_least(32), default=320, help="must equal --size_h")
+    g.add_argument('--size_h', type=at_least(32), default=320, help="network input size of a training crop")
+    g.add_argument('--size_w', type=at_least(32), default=320, help="must equal --size_h")
     g.add_argument('--crop_h', '--crop_sizes', type=_int_list, default=[320, 480, 640],
                    help="crop sizes drawn per sample, comma separated; each crop is resized to size_h")
     g.add_argument('--crop_w', type=_int_list, default=None, help="accepted for old scripts; must equal --crop_h")
-    g.add_argument('--val_fraction', type=float_between(0, 1, open_high=True), default=0.05,
+    g.add_argument('--val_fraction', type=between(0, 1, open_high=True), default=0.05,
                    help="share of the foregrounds held out for validation (never their composites)")
-    g.add_argument('--val_per_fg', type=int_at_least(1), default=2, help="validation composites per held-out foreground")
-    g.add_argument('--workers', type=int_at_least(0), default=4, help="data loader processes per training process")
+    g.add_argument('--val_per_fg', type=at_least(1), default=2, help="validation composites per held-out foreground")
+    g.add_argument('--workers', type=at_least(0), default=4, help="data loader processes per training process")
     g = p.add_argument_group('optimisation (the paper: Adam, lr 1e-5, batch 1, no schedule)')
-    g.add_argument('--batch_size', '--batchSize', type=int_at_least(1), default=1, help="per process")
-    g.add_argument('--lr', type=float_between(0, math.inf, open_low=True, open_high=True), default=1e-5)
-    g.add_argument('--step', '--lr_step', type=int_at_least(0), default=0, help="divide lr by 10 every this many epochs; 0: never")
-    g.add_argument('--epochs', '--nEpochs', type=int_at_least(1), default=25, help="epochs over the training composites")
-    g.add_argument('--max_iters', type=int_at_least(0), default=0, help="stop after this many steps in all; 0: no limit")
-    g.add_argument('--wl_weight', type=float_between(0, 1), default=0.5, help="weight of the alpha loss against the composition loss")
+    g.add_argument('--batch_size', '--batchSize', type=at_least(1), default=1, help="per process")
+    g.add_argument('--lr', type=between(0, math.inf, open_low=True, open_high=True), default=1e-5)
+    g.add_argument('--step', '--lr_step', type=at_least(0), default=0,
+                   help="divide lr by 10 every this many epochs; 0: never")
+    g.add_argument('--epochs', '--nEpochs', type=at_least(1), default=25, help="epochs over the training composites")
+    g.add_argument('--max_iters', type=at_least(0), default=0, help="stop after this many steps in all; 0: no limit")
+    g.add_argument('--wl_weight', type=between(0, 1), default=0.5,
+                   help="weight of the alpha loss against the composition loss")
     g.add_argument('--skip', action='store_true', help="add encoder features to the unpooled decoder maps "
                    "(a variant, not the paper)")
     g.add_argument('--init', default='xavier', choices=['xavier', 'he'],
                    help="initialisation of layers no checkpoint sets; from scratch (no --pretrain) use he (net.py)")
-    g.add_argument('--seed', type=int_at_least(0), default=0)
+    g.add_argument('--seed', type=at_least(0), default=0)
     g = p.add_argument_group('checkpoints and validation')
     g.add_argument('--save_dir', '--saveDir', default='runs/stage1', help="latest.pth, best.pth and log.jsonl")
     g.add_argument('--pretrain', help="start from this model (chg_model.py output or an earlier stage)")
     g.add_argument('--resume', help="continue this run: model, optimizer, scaler, step and RNG state")
     g.add_argument('--trust', action='store_true', help="allow full unpickling of --pretrain/--resume files")
-    g.add_argument('--print_freq', '--printFreq', type=int_at_least(1), default=100, help="steps between logged train losses")
-    g.add_argument('--ckpt_save_freq', '--ckptSaveFreq', type=int_at_least(1), default=1, help="epochs between latest.pth saves")
-    g.add_argument('--test_freq', '--testFreq', type=int_at_least(1), default=1, help="epochs between validations")
+    g.add_argument('--print_freq', '--printFreq', type=at_least(1), default=100,
+                   help="steps between logged train losses")
+    g.add_argument('--ckpt_save_freq', '--ckptSaveFreq', type=at_least(1), default=1,
+                   help="epochs between latest.pth saves")
+    g.add_argument('--test_freq', '--testFreq', type=at_least(1), default=1, help="epochs between validations")
     g.add_argument('--test_img_dir', '--testImgDir', help="also score this test set at each validation "
                    "(logged only, never used to pick best.pth)")
     g.add_argument('--test_trimap_dir', '--testTrimapDir')
@@ -81,7 +85,7 @@ def get_args_parser():
     g.add_argument('--test_res_dir', '--testResDir', help="write the test predictions here")
     g.add_argument('--crop_or_resize', default='whole', choices=['whole', 'crop', 'resize'],
                    help="inference method for validation (see deploy.py)")
-    g.add_argument('--max_size', type=int_at_least(0), default=1600, help="longer side above which validation downscales")
+    g.add_argument('--max_size', type=at_least(0), default=1600, help="longer side above which validation downscales")
     g.add_argument('--device', default='auto', help="auto, cpu, cuda, cuda:1, ...")
     return p
 
