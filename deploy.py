@@ -84,14 +84,6 @@ def resize_trimap(trimap, h, w):
     return out
 
 
-def fix_known(alpha, trimap):
-    """alpha (float H x W) with 0 where trimap == 0 and 1 where trimap == 255, clipped to [0, 1]."""
-    alpha = np.clip(alpha, 0, 1).astype(np.float32)
-    alpha[trimap == 0] = 0
-    alpha[trimap == 255] = 1
-    return alpha
-
-
 # ------------------------------------------------------------------------------------------- inference
 
 def pad_to_multiple(x, multiple=32):
@@ -187,7 +179,7 @@ def _predict_crop(model, image, trimap, stage, tile, device):
         for (y, x), alpha in zip(chunk, alphas):
             acc[y:y + th, x:x + tw] += alpha * window
             weight[y:y + th, x:x + tw] += window
-    # Pixels in no processed tile are known: fix_known overwrites them.
+    # Pixels in no processed tile are known: metrics.fix_known overwrites them.
     return (acc / np.maximum(weight, 1e-12))[:h, :w]
 
 
@@ -226,7 +218,7 @@ def predict(model, image, trimap, stage, method='whole', max_size=1600, tile=Non
         alpha = _predict_resize(model, image, trimap, stage, tuple(size), device)
     else:
         raise ValueError(f"method must be 'whole', 'crop' or 'resize', not {method!r}")
-    return fix_known(alpha, trimap)
+    return metrics.fix_known(np.clip(alpha, 0, 1).astype(np.float32), trimap, fg_value=1)
 
 
 def load_model(path, device, stage=None, trust=False):
@@ -245,15 +237,7 @@ def load_model(path, device, stage=None, trust=False):
                       f"its refiner was never trained")
     args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
     model = net.DIM(skip=bool(ckpt.get('skip', args.get('skip', False))))
-    state = ckpt['model']
-    for prefix in ('module.', '_orig_mod.'):  # a DDP- or torch.compile-wrapped model saved by mistake
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise ValueError(f"{path}: does not fit the DIM model: {lines[-1].strip()[:300]}") from None
+    net.load_state(model, ckpt['model'], path)
     # channels_last: about 20% faster on the CPU (oneDNN) and the usual fast path of cuDNN
     model.to(device=device, memory_format=torch.channels_last).eval()
     return model, stage
@@ -279,11 +263,12 @@ def get_args_parser():
                    help="0-1: encoder-decoder alpha, 2-3: refined alpha; None: the checkpoint's stage")
     p.add_argument('--crop_or_resize', default='whole', choices=['whole', 'crop', 'resize'],
                    help="inference method: whole image (the paper), overlapping tiles, or resize")
-    p.add_argument('--max_size', type=int, default=1600,
+    p.add_argument('--max_size', type=int_at_least(0), default=1600,
                    help="whole: an image with a longer side above this runs at a reduced scale (0: no limit)")
-    p.add_argument('--size_h', type=int, default=320, help="resize: network input height; crop: tile height")
-    p.add_argument('--size_w', type=int, default=320, help="resize: network input width; crop: tile width")
-    p.add_argument('--tile', type=int, default=None, help="crop: square tile size; None: size_h x size_w")
+    p.add_argument('--size_h', type=int_at_least(1), default=320,
+                   help="resize: network input height; crop: tile height")
+    p.add_argument('--size_w', type=int_at_least(1), default=320, help="resize: network input width; crop: tile width")
+    p.add_argument('--tile', type=int_at_least(1), default=None, help="crop: square tile size; None: size_h x size_w")
     p.add_argument('--device', default='auto', help="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1'")
     p.add_argument('--cuda', action='store_true', help="old spelling of --device cuda")
     p.add_argument('--trust', action='store_true',
@@ -291,6 +276,31 @@ def get_args_parser():
     p.add_argument('--crop_h', type=int, default=None, help="accepted for old scripts, unused")
     p.add_argument('--crop_w', type=int, default=None, help="accepted for old scripts, unused")
     return p
+
+
+def int_at_least(least):
+    """An argparse type: an integer >= least. argparse names the flag in its one-line error, before any
+    work starts (a 0 that would divide or a negative size that OpenCV would refuse mid-run)."""
+    def parse(text):
+        value = int(text)  # a ValueError: argparse says "invalid int_at_least value"
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+        return value
+    parse.__name__ = 'int_at_least'
+    return parse
+
+
+def float_between(low, high, open_low=False, open_high=False):
+    """An argparse type: a number from low to high (ends excluded when open); NaN is refused."""
+    def parse(text):
+        value = float(text)
+        inside = (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be in {'(' if open_low else '['}{low}, {high}"
+                                             f"{')' if open_high else ']'}, not {text}")
+        return value
+    parse.__name__ = 'float_between'
+    return parse
 
 
 def pick_device(name):
@@ -307,14 +317,6 @@ def pick_device(name):
     return device
 
 
-def _by_stem(folder):
-    """{stem: file name} of the images in `folder` (the first in sorted order when several share a stem)."""
-    files = {}
-    for f in data.list_images(folder):
-        files.setdefault(os.path.splitext(f)[0], f)
-    return files
-
-
 def _check_folders(args):
     folders = [('--img_dir', args.img_dir), ('--trimap_dir', args.trimap_dir)]
     if args.alpha_dir is not None:
@@ -324,6 +326,20 @@ def _check_folders(args):
             raise ValueError(f"{flag} {folder}: not a folder")
         if os.path.isdir(args.save_dir) and os.path.samefile(folder, args.save_dir):
             raise ValueError(f"--save_dir {args.save_dir} is the {flag} folder: its files would be overwritten")
+    try:  # a file where the folder should be fails here once, not once per image
+        os.makedirs(args.save_dir, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--save_dir {args.save_dir}: cannot make the folder ({e.strerror})") from None
+
+
+def _find(path, stem, files, what, folder):
+    """The file of `stem` in one of files_by_stem's answers, or ValueError naming the image and why not."""
+    found, clashes = files
+    if stem in clashes:
+        raise ValueError(f"{path}: no single {what}: {clashes[stem]}")
+    if stem not in found:
+        raise ValueError(f"{path}: no {what} named {stem}.* in {folder}")
+    return found[stem]
 
 
 def _deploy_one(model, stage, args, device, name, trimaps, alphas):
@@ -331,19 +347,15 @@ def _deploy_one(model, stage, args, device, name, trimaps, alphas):
     stem = os.path.splitext(name)[0]
     path = os.path.join(args.img_dir, name)
     image = data.read_image(path)
-    if stem not in trimaps:
-        raise ValueError(f"{path}: no trimap named {stem}.* in {args.trimap_dir}")
-    trimap_path = os.path.join(args.trimap_dir, trimaps[stem])
+    trimap_path = _find(path, stem, trimaps, 'trimap', args.trimap_dir)
     trimap = read_trimap(trimap_path)
     if trimap.shape != image.shape[:2]:
         raise ValueError(f"{trimap_path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but the image is "
                          f"{image.shape[1]}x{image.shape[0]} (width x height)")
     alpha = None
     if alphas is not None:  # read the ground truth before the (slow) prediction, so a bad file fails fast
-        if stem not in alphas:
-            raise ValueError(f"{path}: no ground-truth alpha named {stem}.* in {args.alpha_dir}")
-        alpha_path = os.path.join(args.alpha_dir, alphas[stem])
-        alpha = metrics.read_alpha_file(alpha_path)
+        alpha_path = _find(path, stem, alphas, 'ground-truth alpha', args.alpha_dir)
+        alpha = data.read_gray(alpha_path)
         if alpha.shape != trimap.shape:
             raise ValueError(f"{alpha_path}: alpha is {alpha.shape[1]}x{alpha.shape[0]} but the image is "
                              f"{image.shape[1]}x{image.shape[0]} (width x height)")
@@ -355,25 +367,33 @@ def _deploy_one(model, stage, args, device, name, trimaps, alphas):
             torch.cuda.empty_cache()
         raise ValueError(f"{path}: out of memory at {image.shape[1]}x{image.shape[0]} (try a smaller "
                          f"--max_size or --crop_or_resize crop)") from None
+    if not np.isfinite(pred).all():  # e.g. fp16 overflow: saved, NaN would pass for background
+        raise ValueError(f"{path}: the network's output is not finite (NaN or infinity)")
     pred = np.round(pred * 255).astype(np.uint8)
     data.write_png(os.path.join(args.save_dir, stem + '.png'), pred)
     return metrics.compute_all(pred, alpha, trimap) if alpha is not None else None
 
 
+def _remove_stale(path):
+    """Remove an older run's matte of a failed image, which would pass for this run's."""
+    if os.path.isfile(path):
+        try:
+            os.remove(path)
+        except OSError as e:
+            tqdm.write(f"error: {path}: an older matte is left there, it could not be removed ({e.strerror})",
+                       file=sys.stderr)
+
+
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
-        for flag, value, least in (('--size_h', args.size_h, 1), ('--size_w', args.size_w, 1),
-                                   ('--tile', args.tile, 1), ('--max_size', args.max_size, 0)):
-            if value is not None and value < least:
-                raise ValueError(f"{flag} must be at least {least}, not {value}")
         device = pick_device('cuda' if args.cuda else args.device)
         _check_folders(args)
         names = data.list_images(args.img_dir)
         if not names:
             raise ValueError(f"--img_dir {args.img_dir}: no images ({', '.join(data.IMAGE_EXTS)})")
-        trimaps = _by_stem(args.trimap_dir)
-        alphas = _by_stem(args.alpha_dir) if args.alpha_dir is not None else None
+        trimaps = data.files_by_stem(args.trimap_dir)
+        alphas = data.files_by_stem(args.alpha_dir) if args.alpha_dir is not None else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             model, stage = load_model(args.resume, device, stage=args.stage, trust=args.trust)
@@ -387,23 +407,20 @@ def main(argv=None):
           f"device {device}", file=sys.stderr)
 
     failed, scores, written = [], [], 0
-    outputs = {}  # output name -> input name, to refuse two inputs that would write the same file
+    images, clashes = data.files_by_stem(args.img_dir)  # two images would write one matte: neither is used
     for name in tqdm(names, desc='deploy', unit='img', dynamic_ncols=True):
         stem = os.path.splitext(name)[0]
-        if stem in outputs:
-            tqdm.write(f"error: {os.path.join(args.img_dir, name)}: same output name {stem}.png as "
-                       f"{outputs[stem]}", file=sys.stderr)
+        if stem not in images and stem not in clashes:  # the other image of a clash, reported already
             failed.append(name)
             continue
-        outputs[stem] = name
         try:
+            if stem in clashes:
+                raise ValueError(f"{args.img_dir}: no matte {stem}.png written: {clashes.pop(stem)}")
             score = _deploy_one(model, stage, args, device, name, trimaps, alphas)
         except ValueError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)
             failed.append(name)
-            stale = os.path.join(args.save_dir, stem + '.png')
-            if os.path.isfile(stale):  # an older run's matte would pass for this run's
-                os.remove(stale)
+            _remove_stale(os.path.join(args.save_dir, stem + '.png'))
             continue
         written += 1
         if score is not None:

@@ -11,10 +11,16 @@ Also here: which parameters train in each stage (`set_stage`), which alpha a sta
 forward pass (`count_flops`).
 """
 import os
+import pickle
+import pickletools
+import warnings
+import zipfile
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import data
 
 # The five VGG-16 blocks; each ends with a 2x2 max-pool that returns its indices.
 BLOCKS = (
@@ -234,56 +240,129 @@ def count_flops(h, w, refine=True):
 
 
 def save_checkpoint(ckpt, path):
-    """Write `ckpt` (a dict of tensors and plain values) to `path` atomically, creating its folder.
+    """Write `ckpt` (a dict of tensors and plain values) to `path` whole or not at all, creating its folder.
 
-    The file is written to PATH.tmp in the same folder and then renamed over PATH, so PATH is always
-    a whole checkpoint, even if the process dies while saving.
+    The file is written to PATH.PID.tmp in the same folder and then renamed over PATH (`data.write_atomic`),
+    so PATH is always a whole checkpoint, even if the process dies while saving. ValueError("PATH: cannot
+    write it (why)") on a full disk or an unwritable place.
     """
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    data.write_atomic(path, lambda f: torch.save(ckpt, f))
+
+
+def _pickled_globals(path):
+    """The classes and functions (module.name) that the pickles at the start of a non-zip torch file (the
+    legacy format, or a plain pickle) refer to, found with pickletools without running anything; None
+    when the file does not start with a pickle."""
+    names, strings, memo, pickles = [], [], {}, 0
+    with open(path, 'rb') as f:
+        try:
+            while True:
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name == 'GLOBAL':
+                        names.append(arg.replace(' ', '.'))
+                    elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                        names.append('.'.join(strings[-2:]))
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+                    elif op.name in ('BINPUT', 'LONG_BINPUT', 'PUT', 'MEMOIZE') and strings:
+                        memo[len(memo) if arg is None else arg] = strings[-1]
+                    elif op.name in ('BINGET', 'LONG_BINGET', 'GET') and arg in memo:
+                        strings.append(memo[arg])
+                pickles += 1
+        except Exception:  # the end of the pickles: raw tensor data, or the end of the file
+            pass
+    return sorted(set(names)) if pickles else None
+
+
+def _refused_globals(path):
+    """What a weights_only load of `path` refuses: the names of its pickled classes and functions that
+    torch does not allow (a list, maybe empty), or None when the file is no torch file or pickle at all."""
+    if zipfile.is_zipfile(path):
+        try:
+            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            return None
+    names = _pickled_globals(path)
+    if names is None:
+        return None
+    return [n for n in names if not n.startswith(('torch.', 'collections.OrderedDict'))]
 
 
 def torch_load(path, trust=False):
-    """torch.load onto the CPU, weights_only unless `trust`; every failure becomes ValueError("PATH: why")."""
+    """torch.load onto the CPU, weights_only unless `trust`; every failure becomes ValueError("PATH: why").
+
+    A file that weights_only loading refuses (it pickles classes or functions: an argparse.Namespace, numpy
+    scalars, a plain pickle) is named with what it holds and the way out (--trust, for trusted files only).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"file not found: {path}")
     try:
-        return torch.load(path, map_location='cpu', weights_only=not trust)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol of a file it then refuses
+            warnings.filterwarnings('ignore', module='torch._weights_only_unpickler')
+            return torch.load(path, map_location='cpu', weights_only=not trust)
+    except pickle.UnpicklingError:
+        refused = None if trust else _refused_globals(path)
+        if refused is None:
+            raise ValueError(f"{path}: cannot read it as a torch file (neither torch's zip format nor a "
+                             f"pickle)") from None
+        held = f"pickled {', '.join(refused[:5])}," if refused else "a plain pickle, not a torch.save file,"
+        raise ValueError(f"{path}: holds {held} which weights_only=True refuses to load; load it with "
+                         f"--trust (trust=True) only if you trust the file") from None
     except Exception as e:  # torch raises many types for a bad file; all mean "cannot read it"
-        text = str(e)
-        # weights_only failures put the reason after 'WeightsUnpickler error:' in a long message
-        reason = text.split('WeightsUnpickler error:')[-1]
-        reason = next((line.strip() for line in reason.splitlines() if line.strip()), type(e).__name__)
-        reason = reason.split('. ')[0]  # the first sentence
-        if 'Unsupported global' in reason:
-            name = reason.split('GLOBAL ')[-1].split()[0]
-            raise ValueError(f"{path}: holds a pickled {name}, which weights_only=True refuses; "
-                             f"allow it only if you trust the file (trust=True, --trust)") from None
-        raise ValueError(f"{path}: cannot read it as a torch file: {reason}") from None
+        first = (str(e).strip().splitlines() or [''])[0].split('. ')[0][:160]
+        raise ValueError(f"{path}: cannot read it as a torch file ({type(e).__name__}"
+                         f"{': ' + first if first else ''})") from None
+
+
+def check_finite(state, path):
+    """ValueError naming the tensors of a state dict that hold NaN or infinity (a diverged run's weights
+    would deploy "successfully" as a matte with nothing in the unknown region)."""
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity, e.g. {', '.join(bad[:3])}")
+
+
+def load_state(model, state, path):
+    """Load a state dict into `model`: keys saved from a DDP- or torch.compile-wrapped model (module.,
+    _orig_mod.) are read as the plain model's. ValueError naming the missing, unexpected and mis-shaped
+    keys when it does not fit."""
+    for prefix in ('module.', '_orig_mod.'):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    expected = model.state_dict()
+    problems = []
+    missing, unexpected = [k for k in expected if k not in state], [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing {len(missing)} keys ({', '.join(missing[:4])})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys ({', '.join(unexpected[:4])})")
+    shapes = [f"{k} is {tuple(v.shape)}, the model's {tuple(expected[k].shape)}" for k, v in state.items()
+              if k in expected and tuple(getattr(v, 'shape', ())) != tuple(expected[k].shape)]
+    if shapes:
+        problems.append(f"{len(shapes)} wrong shapes: {'; '.join(shapes[:4])}")
+    if problems:
+        raise ValueError(f"{path}: does not fit the {type(model).__name__} model: {'; '.join(problems)}")
+    model.load_state_dict(state)
 
 
 def load_checkpoint(path, trust=False):
     """Read a checkpoint of this project onto the CPU; trust=True allows full unpickling (trusted files only).
 
-    Raises FileNotFoundError("checkpoint not found: PATH") or ValueError("PATH: <what is wrong>").
+    Raises FileNotFoundError("checkpoint not found: PATH") or ValueError("PATH: <what is wrong>"), also for
+    weights that are not finite.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch_load(path, trust)
-    if not isinstance(ckpt, dict) or 'model' not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get('model'), dict):
         found = f"a dict with keys {list(ckpt)[:5]}" if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: not a checkpoint of this project: expected a dict with a 'model' key, "
-                         f"found {found}")
+        raise ValueError(f"{path}: not a checkpoint of this project: expected a dict with a 'model' state "
+                         f"dict, found {found}")
     if ckpt.get('format', CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {ckpt['format']!r}, this code reads format "
                          f"{CHECKPOINT_FORMAT}")
+    check_finite(ckpt['model'], path)
     return ckpt

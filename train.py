@@ -30,6 +30,7 @@ import data
 import deploy
 import metrics
 import net
+from deploy import float_between as between, int_at_least as at_least
 from loss import stage_loss
 
 
@@ -44,35 +45,39 @@ def get_args_parser():
     g.add_argument('--fg_dir', '--fgDir', help="foregrounds, for online composition (with --alpha_dir, --bg_dir)")
     g.add_argument('--alpha_dir', '--alphaDir', help="alphas named like the foregrounds")
     g.add_argument('--bg_dir', '--bgDir', help="backgrounds; given, every sample draws a random one (online mode)")
-    g.add_argument('--size_h', type=int, default=320, help="network input size of a training crop")
-    g.add_argument('--size_w', type=int, default=320, help="must equal --size_h")
+    g.add_argument('--size_h', type=at_least(32), default=320, help="network input size of a training crop")
+    g.add_argument('--size_w', type=at_least(32), default=320, help="must equal --size_h")
     g.add_argument('--crop_h', '--crop_sizes', type=_int_list, default=[320, 480, 640],
                    help="crop sizes drawn per sample, comma separated; each crop is resized to size_h")
     g.add_argument('--crop_w', type=_int_list, default=None, help="accepted for old scripts; must equal --crop_h")
-    g.add_argument('--val_fraction', type=float, default=0.05,
+    g.add_argument('--val_fraction', type=between(0, 1, open_high=True), default=0.05,
                    help="share of the foregrounds held out for validation (never their composites)")
-    g.add_argument('--val_per_fg', type=int, default=2, help="validation composites per held-out foreground")
-    g.add_argument('--workers', type=int, default=4, help="data loader processes per training process")
+    g.add_argument('--val_per_fg', type=at_least(1), default=2, help="validation composites per held-out foreground")
+    g.add_argument('--workers', type=at_least(0), default=4, help="data loader processes per training process")
     g = p.add_argument_group('optimisation (the paper: Adam, lr 1e-5, batch 1, no schedule)')
-    g.add_argument('--batch_size', '--batchSize', type=int, default=1, help="per process")
-    g.add_argument('--lr', type=float, default=1e-5)
-    g.add_argument('--step', '--lr_step', type=int, default=0, help="divide lr by 10 every this many epochs; 0: never")
-    g.add_argument('--epochs', '--nEpochs', type=int, default=25, help="epochs over the training composites")
-    g.add_argument('--max_iters', type=int, default=0, help="stop after this many steps in all; 0: no limit")
-    g.add_argument('--wl_weight', type=float, default=0.5, help="weight of the alpha loss against the composition loss")
+    g.add_argument('--batch_size', '--batchSize', type=at_least(1), default=1, help="per process")
+    g.add_argument('--lr', type=between(0, math.inf, open_low=True, open_high=True), default=1e-5)
+    g.add_argument('--step', '--lr_step', type=at_least(0), default=0,
+                   help="divide lr by 10 every this many epochs; 0: never")
+    g.add_argument('--epochs', '--nEpochs', type=at_least(1), default=25, help="epochs over the training composites")
+    g.add_argument('--max_iters', type=at_least(0), default=0, help="stop after this many steps in all; 0: no limit")
+    g.add_argument('--wl_weight', type=between(0, 1), default=0.5,
+                   help="weight of the alpha loss against the composition loss")
     g.add_argument('--skip', action='store_true', help="add encoder features to the unpooled decoder maps "
                    "(a variant, not the paper)")
     g.add_argument('--init', default='xavier', choices=['xavier', 'he'],
                    help="initialisation of layers no checkpoint sets; from scratch (no --pretrain) use he (net.py)")
-    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--seed', type=at_least(0), default=0)
     g = p.add_argument_group('checkpoints and validation')
     g.add_argument('--save_dir', '--saveDir', default='runs/stage1', help="latest.pth, best.pth and log.jsonl")
     g.add_argument('--pretrain', help="start from this model (chg_model.py output or an earlier stage)")
     g.add_argument('--resume', help="continue this run: model, optimizer, scaler, step and RNG state")
     g.add_argument('--trust', action='store_true', help="allow full unpickling of --pretrain/--resume files")
-    g.add_argument('--print_freq', '--printFreq', type=int, default=100, help="steps between logged train losses")
-    g.add_argument('--ckpt_save_freq', '--ckptSaveFreq', type=int, default=1, help="epochs between latest.pth saves")
-    g.add_argument('--test_freq', '--testFreq', type=int, default=1, help="epochs between validations")
+    g.add_argument('--print_freq', '--printFreq', type=at_least(1), default=100,
+                   help="steps between logged train losses")
+    g.add_argument('--ckpt_save_freq', '--ckptSaveFreq', type=at_least(1), default=1,
+                   help="epochs between latest.pth saves")
+    g.add_argument('--test_freq', '--testFreq', type=at_least(1), default=1, help="epochs between validations")
     g.add_argument('--test_img_dir', '--testImgDir', help="also score this test set at each validation "
                    "(logged only, never used to pick best.pth)")
     g.add_argument('--test_trimap_dir', '--testTrimapDir')
@@ -80,13 +85,17 @@ def get_args_parser():
     g.add_argument('--test_res_dir', '--testResDir', help="write the test predictions here")
     g.add_argument('--crop_or_resize', default='whole', choices=['whole', 'crop', 'resize'],
                    help="inference method for validation (see deploy.py)")
-    g.add_argument('--max_size', type=int, default=1600, help="longer side above which validation downscales")
+    g.add_argument('--max_size', type=at_least(0), default=1600, help="longer side above which validation downscales")
     g.add_argument('--device', default='auto', help="auto, cpu, cuda, cuda:1, ...")
     return p
 
 
 def _int_list(text):
-    return [int(v) for v in text.replace(' ', ',').split(',') if v]
+    """'320,480,640' -> [320, 480, 640]; each a whole number of pixels, at least 1."""
+    values = [int(v) for v in text.replace(' ', ',').split(',') if v]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes of at least 1 pixel, comma separated, not {text!r}")
+    return values
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -121,7 +130,7 @@ def autocast_for(device):
 def build_data(args, world):
     """Training and validation entries, split by foreground, and the training dataset."""
     if args.img_dir:
-        entries = data.read_composite_list(args.img_dir)
+        entries = data.read_composite_list(args.img_dir, need_bg=not args.bg_dir)
     elif args.fg_dir and args.alpha_dir and args.bg_dir:
         entries = data.entries_from_folders(args.fg_dir, args.alpha_dir, args.bg_dir)
     else:
@@ -177,10 +186,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def load_weights(model, path, trust):
     ckpt = net.load_checkpoint(path, trust=trust)
-    try:
-        model.load_state_dict(ckpt['model'])
-    except RuntimeError as e:
-        raise ValueError(f"{path}: does not fit this model: {str(e).splitlines()[0]}") from None
+    net.load_state(model, ckpt['model'], path)
     return ckpt
 
 
@@ -239,8 +245,34 @@ def evaluate(model, samples, args, device, save_dir=None):
 
 
 def log_line(path, record):
-    with open(path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+    try:
+        with open(path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+    except OSError as e:
+        raise ValueError(f"{path}: cannot write it ({e.strerror})") from None
+
+
+class ErrorsAsSamples(torch.utils.data.Dataset):
+    """`dataset` whose ValueError (a bad file, named) comes back as the item. A loader worker's exception
+    reaches the main process as a new exception holding the worker's whole traceback as text; a returned
+    exception keeps its one-line message. `collate_or_error` passes it on as the batch."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except ValueError as e:
+            return e
+
+
+def collate_or_error(samples):
+    errors = [s for s in samples if isinstance(s, ValueError)]
+    return errors[0] if errors else torch.utils.data.default_collate(samples)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -252,6 +284,9 @@ def main(argv=None):
         return train(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a write the named checks did not foresee; name the file, not a traceback
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
         return 1
 
 
@@ -265,6 +300,9 @@ def check_args(args):
     for path in (args.resume, args.pretrain):
         if path and not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
+    for flag, folder in (('--save_dir', args.save_dir), ('--test_res_dir', args.test_res_dir)):
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {folder}: a file is in the way of the folder")
     if not (args.pretrain or args.resume) and args.init == 'xavier':
         print("warning: no --pretrain: the whole network starts from Xavier init, whose output is nearly "
               "constant in this 20-layer plain net and learns slowly; use VGG-16 weights (tools/chg_model.py) "
@@ -308,6 +346,9 @@ def train(args):
     total = args.epochs * steps_per_epoch
     if args.max_iters:
         total = min(total, args.max_iters)
+    if step >= total and main_process:  # say so: a run that does nothing must not look like a finished one
+        print(f"warning: nothing to train: {args.resume} is at step {step} and this run ends at step {total} "
+              f"(--epochs {args.epochs} x {steps_per_epoch} steps, --max_iters {args.max_iters})", file=sys.stderr)
     log_path = os.path.join(args.save_dir, 'log.jsonl')
     if main_process:
         os.makedirs(args.save_dir, exist_ok=True)
@@ -322,8 +363,9 @@ def train(args):
     # One loader for the run: its workers keep their decoded-image caches from epoch to epoch. They are
     # spawned, not forked: a fork after OpenCV has run threads in this process (validation) can hang.
     sampler = EpochSampler(len(dataset), args.seed, rank, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                                         num_workers=args.workers, drop_last=True, pin_memory=device.type == 'cuda',
+    loader = torch.utils.data.DataLoader(ErrorsAsSamples(dataset), batch_size=args.batch_size, sampler=sampler,
+                                         collate_fn=collate_or_error, num_workers=args.workers, drop_last=True,
+                                         pin_memory=device.type == 'cuda',
                                          persistent_workers=args.workers > 0,
                                          multiprocessing_context='spawn' if args.workers > 0 else None)
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
@@ -337,6 +379,8 @@ def train(args):
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=offset * args.batch_size)
         for batch in loader:
+            if isinstance(batch, ValueError):
+                raise batch
             loss = train_step(ddp, batch, optimizer, scaler, args, device, amp_dtype)
             step += 1
             if not math.isfinite(loss):
