@@ -530,7 +530,8 @@ def main(argv=None):
             raise ValueError("--new_bg and --composite_dir go together (the background, and where to write)")
         new_bg = read_background(args.new_bg) if args.new_bg is not None else None
         device = pick_device('cuda' if args.cuda else args.device)
-        guide_flag, guide = ('--trimap_dir', args.trimap_dir) if args.mask_dir is None else ('--mask_dir', args.mask_dir)
+        guide_flag, guide = ('--trimap_dir', args.trimap_dir) if args.mask_dir is None \
+            else ('--mask_dir', args.mask_dir)
         paths, guides, alphas = _inputs(img, guide, guide_flag, args.alpha_dir)
         single = os.path.isfile(img)
         targets = {'matte': args.save_dir, 'cutout': args.cutout_dir, 'composite': args.composite_dir}
