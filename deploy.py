@@ -1,6 +1,14 @@
 """Alpha mattes for a folder of images and trimaps with a trained Deep Image Matting checkpoint.
 
     python deploy.py --img_dir IMAGES --trimap_dir TRIMAPS --resume CKPT --save_dir OUT [--alpha_dir GT]
+    python deploy.py photo.jpg --mask mask.png --resume CKPT -o matte.png --cutout cutout.png \
+        --new_bg '#00ff00' --composite on_green.png
+
+Inputs and outputs are folders (files matched by stem, outputs named stem.png) or, for one image, files of any
+name (an output ending in .png is that file, anything else a folder). Masks stand in for trimaps: foreground
+where >= 128, the trimap unknown within --band of the boundary (data.mask_trimap). Cutouts are RGBA PNGs of the
+foreground colours estimated by PyMatting (Germer et al. 2020; imported only when asked for) and the matte;
+--new_bg composites them on a colour or an image.
 
 The checkpoint's stage picks the output: the encoder-decoder alpha for stages 0-1, the refined alpha for
 stages 2-3 (`--stage` overrides it). Checkpoints converted from mmagic by tools/chg_model.py load the same way.
@@ -352,7 +360,7 @@ def get_args_parser():
     p.add_argument('--band', default=data.MASK_BAND,
                    help="masks: the unknown band on either side of the boundary, in pixels (20) or as a "
                    "percentage of the image's longer side (2%%)")
-    p.add_argument('--alpha_dir', '--alphaDir', default=None,
+    p.add_argument('--alpha_dir', '--alphaDir', '--alpha', default=None,
                    help="folder of ground-truth alphas (or one file, for one image): score the saved mattes and "
                    "print mean SAD/MSE/GRAD/CONN")
     p.add_argument('--resume', '--ckpt', required=True, help="checkpoint to deploy (train.py or tools/chg_model.py)")
