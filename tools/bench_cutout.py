@@ -117,8 +117,9 @@ def bench_foreground(n, size):
                 diff = np.abs(colours[part].astype(np.float64) - fg[part])
                 errors[key].append(diff.mean())
                 weighted[key].append((a * diff).sum() / (a.sum() * 3))
-            print(f"  {kind} {size}x{size}: {part.mean():.0%} fractional; composite {errors['composite colours'][-1]:.2f}, "
-                  f"estimate {errors['estimate_foreground_ml'][-1]:.2f} levels", file=sys.stderr, flush=True)
+            print(f"  {kind} {size}x{size}: {part.mean():.0%} fractional; composite "
+                  f"{errors['composite colours'][-1]:.2f}, estimate {errors['estimate_foreground_ml'][-1]:.2f} levels",
+                  file=sys.stderr, flush=True)
     return dict(images=len(seconds), seconds=float(np.mean(seconds)), cpu_seconds=float(np.mean(cpu_seconds)),
                 mae={k: float(np.mean(v)) for k, v in errors.items()},
                 weighted={k: float(np.mean(v)) for k, v in weighted.items()})
