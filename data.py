@@ -26,7 +26,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 COMPOSITE_LIST = 'composites.csv'  # written by tools/composite.py into its output folder
 COMPOSITE_FIELDS = ('name', 'fg', 'alpha', 'bg')
-MASK_BAND = '2%'  # default unknown band of trimaps made from masks (mask_trimap): README, 'From a photo'
+MASK_BAND = '1%'  # default band of trimaps made from masks (mask_trimap), measured: README, 'From a photo'
 
 
 # ------------------------------------------------------------------------------------ files
