@@ -29,6 +29,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 COMPOSITE_LIST = 'composites.csv'  # written by tools/composite.py into its output folder
 COMPOSITE_FIELDS = ('name', 'fg', 'alpha', 'bg')
+MASK_BAND = '1%'  # default band of trimaps made from masks (mask_trimap), measured: README, 'From a photo'
 
 
 # ------------------------------------------------------------------------------------ files
@@ -168,9 +169,9 @@ def _parents(folder):
 
 
 def write_png(path, array):
-    """Write an RGB or gray uint8 array as PNG, whole or not at all (`write_atomic`)."""
+    """Write an RGB, RGBA or gray uint8 array as PNG, whole or not at all (`write_atomic`)."""
     if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode('.png', array)
     if not ok:
         raise ValueError(f"{path}: could not encode PNG")
@@ -298,6 +299,29 @@ def band_trimap(alpha, width):
     trimap[fg == 1] = 255
     trimap[bg == 1] = 0
     return trimap
+
+
+def mask_trimap(mask, width):
+    """Trimap from a binary mask (foreground where mask >= 128, any other value background): unknown (128)
+    within `width` pixels of the mask's boundary on either side, so a band 2 * width wide; elsewhere the
+    mask (0 or 255). `band_trimap` of the mask as an alpha of 0 and 255."""
+    return band_trimap(np.where(mask >= 128, 255, 0).astype(np.uint8), width)
+
+
+def band_pixels(band, shape):
+    """The band width in pixels for an image of `shape` (H, W, ...): `band` is a number of pixels (20 or
+    '20') or a percentage of the longer side ('2%': 16 px on an 800 x 600 image); at least 1."""
+    text = str(band).strip()
+    try:
+        if text.endswith('%'):
+            value = float(text[:-1]) / 100 * max(shape[:2])
+        else:
+            value = int(text)
+    except ValueError:
+        raise ValueError(f"band {band!r}: expected pixels (20) or a percentage of the longer side (2%)") from None
+    if not value > 0:
+        raise ValueError(f"band {band!r}: must be positive")
+    return max(1, round(value))
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,6 +1,14 @@
 """Alpha mattes for a folder of images and trimaps with a trained Deep Image Matting checkpoint.
 
     python deploy.py --img_dir IMAGES --trimap_dir TRIMAPS --resume CKPT --save_dir OUT [--alpha_dir GT]
+    python deploy.py photo.jpg --mask mask.png --resume CKPT -o matte.png --cutout cutout.png \
+        --new_bg '#00ff00' --composite on_green.png
+
+Inputs and outputs are folders (files matched by stem, outputs named stem.png) or, for one image, files of any
+name (an output ending in .png is that file, anything else a folder). Masks stand in for trimaps: foreground
+where >= 128, the trimap unknown within --band of the boundary (data.mask_trimap). Cutouts are RGBA PNGs of the
+foreground colours estimated by PyMatting (Germer et al. 2020; imported only when asked for) and the matte;
+--new_bg composites them on a colour or an image.
 
 The checkpoint's stage picks the output: the encoder-decoder alpha for stages 0-1, the refined alpha for
 stages 2-3 (`--stage` overrides it). Checkpoints converted from mmagic by tools/chg_model.py load the same way.
@@ -32,6 +40,7 @@ up to +-40 keeps every class; an anti-aliased edge pixel (a blend of two classes
 is within 48 of pure black or white, so doubtful pixels are left to the network rather than forced.
 """
 import argparse
+import collections
 import contextlib
 import os
 import sys
@@ -62,16 +71,33 @@ def clean_trimap(trimap):
     return out
 
 
-def read_trimap(path):
-    """A trimap file -> cleaned uint8 H x W. A colour file is accepted when its channels are nearly equal
-    (a gray trimap saved as colour JPEG) and refused when it is really coloured."""
+def _read_grayish(path, what):
+    """A grayscale file -> uint8 H x W. A colour file is accepted when its channels are nearly equal
+    (gray saved as colour JPEG) and refused when it is really coloured; `what` names it in the message."""
     rgb = data.read_image(path)  # names the file for missing / unreadable / unsupported pixel types
     spread = int((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).max())
     if spread > 2 * BG_MAX:
-        raise ValueError(f"{path}: expected a grayscale trimap, found colour (channels differ by up to "
+        raise ValueError(f"{path}: expected a grayscale {what}, found colour (channels differ by up to "
                          f"{spread})")
-    gray = rgb[:, :, 0] if spread == 0 else np.round(rgb.mean(axis=2)).astype(np.uint8)
-    return clean_trimap(gray)
+    return rgb[:, :, 0] if spread == 0 else np.round(rgb.mean(axis=2)).astype(np.uint8)
+
+
+def read_trimap(path):
+    """A trimap file -> cleaned uint8 H x W. A colour file is accepted when its channels are nearly equal
+    (a gray trimap saved as colour JPEG) and refused when it is really coloured."""
+    return clean_trimap(_read_grayish(path, 'trimap'))
+
+
+def read_mask(path):
+    """A binary mask file -> uint8 H x W as stored (foreground where >= 128, see data.mask_trimap). Refused,
+    naming the file, when coloured (as trimaps are), empty or all foreground (no boundary to matte)."""
+    mask = _read_grayish(path, 'mask')
+    n_fg = int(np.count_nonzero(mask >= 128))
+    if n_fg == 0:
+        raise ValueError(f"{path}: the mask is empty (no pixel >= 128): no foreground to matte")
+    if n_fg == mask.size:
+        raise ValueError(f"{path}: the mask is all foreground (no pixel < 128): no boundary to matte")
+    return mask
 
 
 def resize_trimap(trimap, h, w):
@@ -82,6 +108,62 @@ def resize_trimap(trimap, h, w):
     out = np.where(fg, 255, 0).astype(np.uint8)
     out[unknown] = UNKNOWN
     return out
+
+
+# ------------------------------------------------------------------------------------------- cutouts
+
+def _foreground_ml():
+    """PyMatting's estimate_foreground_ml; PyMatting is needed only for cutouts, so it is imported here."""
+    try:
+        from pymatting import estimate_foreground_ml
+    except ImportError as e:
+        raise ValueError(f"cutouts need PyMatting for the foreground colours: pip install pymatting "
+                         f"({e})") from None
+    return estimate_foreground_ml
+
+
+def estimate_foreground(image, alpha):
+    """Foreground colours, uint8 H x W x 3, of an RGB uint8 image with its alpha (float H x W in [0, 1]):
+    multi-level foreground estimation (Germer et al. 2020) by PyMatting, imported only here."""
+    fg = _foreground_ml()(image.astype(np.float32) / 255, alpha.astype(np.float32))
+    return np.round(np.clip(fg, 0, 1) * 255).astype(np.uint8)
+
+
+def parse_color(text):
+    """'#00ff00', '00ff00' or '0,255,0' -> (r, g, b); None when `text` is not written as a colour."""
+    text = text.strip()
+    if len(text.lstrip('#')) == 6 and all(c in '0123456789abcdefABCDEF' for c in text.lstrip('#')):
+        return tuple(int(text.lstrip('#')[i:i + 2], 16) for i in (0, 2, 4))
+    parts = text.split(',')
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)
+    return None
+
+
+def read_background(text):
+    """--new_bg: a colour (parse_color) -> (r, g, b), anything else an image file -> RGB uint8 H x W x 3."""
+    color = parse_color(text)
+    return color if color is not None else data.read_image(text)
+
+
+def fit_new_background(bg, h, w):
+    """An h x w x 3 uint8 background: a colour (r, g, b) filled, or an image scaled to cover h x w (aspect
+    ratio kept) and cut from its centre."""
+    if isinstance(bg, tuple):
+        return np.full((h, w, 3), bg, np.uint8)
+    bh, bw = bg.shape[:2]
+    scale = max(h / bh, w / bw)
+    sh, sw = max(h, round(bh * scale)), max(w, round(bw * scale))
+    if (sh, sw) != (bh, bw):
+        bg = _resize_image(bg, sh, sw)
+    top, left = (sh - h) // 2, (sw - w) // 2
+    return bg[top:top + h, left:left + w]
+
+
+def composite_on(fg, alpha, bg):
+    """fg over bg (uint8 H x W x 3 each) with alpha (uint8 H x W), rounded to uint8: what a viewer shows
+    for the RGBA cutout (fg, alpha) laid on bg."""
+    return np.round(data.compose(fg, bg, alpha)).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------- inference
@@ -250,15 +332,33 @@ def get_args_parser():
         pass
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter, allow_abbrev=False)
-    p.add_argument('--img_dir', '--imgDir', required=True, help="folder of images (RGB, RGBA: alpha ignored, "
-                   "grayscale, 8 or 16 bit)")
-    p.add_argument('--trimap_dir', '--trimapDir', required=True,
-                   help=f"folder of trimaps named like the images (any image extension); values <= {BG_MAX} "
-                   f"are background, >= {FG_MIN} foreground, others unknown")
-    p.add_argument('--alpha_dir', '--alphaDir', default=None,
-                   help="folder of ground-truth alphas: score the saved mattes and print mean SAD/MSE/GRAD/CONN")
+    p.add_argument('image', nargs='?', default=None, help="an image or a folder of images (as --img_dir)")
+    p.add_argument('--img_dir', '--imgDir', '--img', default=None, help="folder of images, or one image (RGB, "
+                   "RGBA: alpha ignored, grayscale, 8 or 16 bit)")
+    guide = p.add_mutually_exclusive_group()
+    guide.add_argument('--trimap_dir', '--trimapDir', '--trimap', default=None,
+                       help=f"folder of trimaps named like the images (any image extension), or one trimap; "
+                       f"values <= {BG_MAX} are background, >= {FG_MIN} foreground, others unknown")
+    guide.add_argument('--mask_dir', '--mask', default=None,
+                       help="in place of trimaps: folder of binary masks named like the images, or one mask; "
+                       "foreground where >= 128; the trimap is unknown within --band of the mask's boundary")
+    p.add_argument('--band', default=data.MASK_BAND,
+                   help="masks: the unknown band on either side of the boundary, in pixels (20) or as a "
+                   "percentage of the image's longer side (2%%)")
+    p.add_argument('--alpha_dir', '--alphaDir', '--alpha', default=None,
+                   help="folder of ground-truth alphas (or one file, for one image): score the saved mattes and "
+                   "print mean SAD/MSE/GRAD/CONN")
     p.add_argument('--resume', '--ckpt', required=True, help="checkpoint to deploy (train.py or tools/chg_model.py)")
-    p.add_argument('--save_dir', '--saveDir', default='results', help="where the mattes are written")
+    p.add_argument('--save_dir', '--saveDir', '--out', '-o', default='results',
+                   help="where the mattes are written: a folder (FOLDER/stem.png) or, for one image, a .png file")
+    p.add_argument('--cutout_dir', '--cutout', default=None,
+                   help="also write RGBA cutouts (estimated foreground colours, the matte as alpha; needs "
+                   "pymatting) to this folder or, for one image, this .png file")
+    p.add_argument('--composite_dir', '--composite', default=None,
+                   help="also write the subject composited on --new_bg to this folder or .png file")
+    p.add_argument('--new_bg', default=None,
+                   help="the new background of --composite_dir: a colour ('#00ff00' or '0,255,0') or an image "
+                   "(scaled to cover the photo, aspect ratio kept, cut from its centre)")
     p.add_argument('--stage', type=int, default=None, choices=[0, 1, 2, 3],
                    help="0-1: encoder-decoder alpha, 2-3: refined alpha; None: the checkpoint's stage")
     p.add_argument('--crop_or_resize', default='whole', choices=['whole', 'crop', 'resize'],
@@ -317,21 +417,6 @@ def pick_device(name):
     return device
 
 
-def _check_folders(args):
-    folders = [('--img_dir', args.img_dir), ('--trimap_dir', args.trimap_dir)]
-    if args.alpha_dir is not None:
-        folders.append(('--alpha_dir', args.alpha_dir))
-    for flag, folder in folders:
-        if not os.path.isdir(folder):
-            raise ValueError(f"{flag} {folder}: not a folder")
-        if os.path.isdir(args.save_dir) and os.path.samefile(folder, args.save_dir):
-            raise ValueError(f"--save_dir {args.save_dir} is the {flag} folder: its files would be overwritten")
-    try:  # a file where the folder should be fails here once, not once per image
-        os.makedirs(args.save_dir, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--save_dir {args.save_dir}: cannot make the folder ({e.strerror})") from None
-
-
 def _find(path, stem, files, what, folder):
     """The file of `stem` in one of files_by_stem's answers, or ValueError naming the image and why not."""
     found, clashes = files
@@ -342,16 +427,78 @@ def _find(path, stem, files, what, folder):
     return found[stem]
 
 
-def _deploy_one(model, stage, args, device, name, trimaps, alphas):
-    """Predict, save and (with alphas) score one image; returns its metrics or None. Raises ValueError."""
-    stem = os.path.splitext(name)[0]
-    path = os.path.join(args.img_dir, name)
+def _inputs(img, guide, guide_flag, alpha_dir):
+    """(image paths, {stem: trimap or mask path}, {stem: alpha path} or None). A folder of images is matched
+    by file stem with folders of trimaps (or masks) and alphas; one image file may come with files of any
+    name, or with folders (matched by its stem)."""
+    if os.path.isdir(img):
+        names = data.list_images(img)
+        if not names:
+            raise ValueError(f"--img_dir {img}: no images ({', '.join(data.IMAGE_EXTS)})")
+        paths, single_stem = [os.path.join(img, n) for n in names], None
+    elif os.path.isfile(img):
+        paths, single_stem = [img], os.path.splitext(os.path.basename(img))[0]
+    else:
+        raise ValueError(f"--img_dir {img}: no such file or folder")
+
+    def by_stem(path, flag):
+        if os.path.isdir(path):
+            return data.files_by_stem(path)
+        if os.path.isfile(path) and single_stem is not None:
+            return {single_stem: path}, {}
+        if os.path.isfile(path):
+            raise ValueError(f"{flag} {path}: a file, but the images are a folder: give a folder")
+        raise ValueError(f"{flag} {path}: no such file or folder")
+
+    guides = by_stem(guide, guide_flag)
+    alphas = by_stem(alpha_dir, '--alpha_dir') if alpha_dir is not None else None
+    return paths, guides, alphas
+
+
+def output_path(target, stem, single):
+    """Where the output of the image `stem` goes: `target` itself for a single image when `target` names a
+    .png file (and is no folder), else target/stem.png."""
+    if single and target.lower().endswith('.png') and not os.path.isdir(target):
+        return target
+    return os.path.join(target, stem + '.png')
+
+
+def _check_outputs(targets, single_stem, inputs):
+    """Refuse output targets ({flag: target}) that are no PNG file or folder, that would write two outputs to
+    one file, or that would overwrite an input: a folder ((flag, path) in `inputs`) when the images are a
+    folder, a file of the one image (`single_stem`, None for a folder) otherwise."""
+    single = single_stem is not None
+    seen = {}
+    for flag, target in targets.items():
+        if target.lower().endswith(data.IMAGE_EXTS) and not os.path.isdir(target) \
+                and not (single and target.lower().endswith('.png')):
+            raise ValueError(f"{flag} {target}: " + ("outputs are PNG: name a .png file or a folder" if single
+                             else "the images are a folder, so this must be a folder"))
+        if not single and os.path.isfile(target):
+            raise ValueError(f"{flag} {target}: a file, but the images are a folder: give a folder")
+        place = output_path(target, single_stem, True) if single else target
+        if os.path.abspath(place) in seen:
+            raise ValueError(f"{flag} {target}: the same place as {seen[os.path.abspath(place)]}: one would "
+                             f"overwrite the other")
+        seen[os.path.abspath(place)] = f"{flag} {target}"
+        for in_flag, source in inputs:
+            if os.path.exists(place) and os.path.samefile(source, place):
+                raise ValueError(f"{flag} {target} is the {in_flag} {'file' if single else 'folder'}: it "
+                                 f"would be overwritten")
+
+
+def _deploy_one(model, stage, args, device, path, guides, alphas, outputs, new_bg):
+    """Predict, save and (with alphas) score one image; returns its metrics or None. Raises ValueError.
+    outputs: {'matte': path, and 'cutout', 'composite' when asked for}."""
+    stem = os.path.splitext(os.path.basename(path))[0]
     image = data.read_image(path)
-    trimap_path = _find(path, stem, trimaps, 'trimap', args.trimap_dir)
-    trimap = read_trimap(trimap_path)
-    if trimap.shape != image.shape[:2]:
-        raise ValueError(f"{trimap_path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but the image is "
+    kind = 'trimap' if args.mask_dir is None else 'mask'
+    guide_path = _find(path, stem, guides, kind, args.trimap_dir or args.mask_dir)
+    guide = read_trimap(guide_path) if kind == 'trimap' else read_mask(guide_path)
+    if guide.shape != image.shape[:2]:
+        raise ValueError(f"{guide_path}: {kind} is {guide.shape[1]}x{guide.shape[0]} but the image is "
                          f"{image.shape[1]}x{image.shape[0]} (width x height)")
+    trimap = guide if kind == 'trimap' else data.mask_trimap(guide, data.band_pixels(args.band, guide.shape))
     alpha = None
     if alphas is not None:  # read the ground truth before the (slow) prediction, so a bad file fails fast
         alpha_path = _find(path, stem, alphas, 'ground-truth alpha', args.alpha_dir)
@@ -370,7 +517,14 @@ def _deploy_one(model, stage, args, device, name, trimaps, alphas):
     if not np.isfinite(pred).all():  # e.g. fp16 overflow: saved, NaN would pass for background
         raise ValueError(f"{path}: the network's output is not finite (NaN or infinity)")
     pred = np.round(pred * 255).astype(np.uint8)
-    data.write_png(os.path.join(args.save_dir, stem + '.png'), pred)
+    data.write_png(outputs['matte'], pred)
+    if 'cutout' in outputs or 'composite' in outputs:
+        fg = estimate_foreground(image, pred / 255)  # the saved matte's alpha, so the files agree
+        if 'cutout' in outputs:
+            data.write_png(outputs['cutout'], np.dstack([fg, pred]))
+        if 'composite' in outputs:
+            bg = fit_new_background(new_bg, *pred.shape)
+            data.write_png(outputs['composite'], composite_on(fg, pred, bg))
     return metrics.compute_all(pred, alpha, trimap) if alpha is not None else None
 
 
@@ -387,13 +541,37 @@ def _remove_stale(path):
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
+        if args.image is not None and args.img_dir is not None:
+            raise ValueError(f"two inputs ({args.image} and --img_dir {args.img_dir}): give one")
+        img = args.image if args.image is not None else args.img_dir
+        if img is None:
+            raise ValueError("no input: give an image or a folder of images (IMAGE or --img_dir)")
+        if args.trimap_dir is None and args.mask_dir is None:
+            raise ValueError("give trimaps (--trimap_dir, or --trimap for one image) or masks (--mask_dir, "
+                             "--mask)")
+        if args.mask_dir is not None:
+            data.band_pixels(args.band, (1, 1))  # refuse a malformed --band before any work
+        if (args.new_bg is None) != (args.composite_dir is None):
+            raise ValueError("--new_bg and --composite_dir go together (the background, and where to write)")
+        new_bg = read_background(args.new_bg) if args.new_bg is not None else None
         device = pick_device('cuda' if args.cuda else args.device)
-        _check_folders(args)
-        names = data.list_images(args.img_dir)
-        if not names:
-            raise ValueError(f"--img_dir {args.img_dir}: no images ({', '.join(data.IMAGE_EXTS)})")
-        trimaps = data.files_by_stem(args.trimap_dir)
-        alphas = data.files_by_stem(args.alpha_dir) if args.alpha_dir is not None else None
+        guide_flag, guide = ('--trimap_dir', args.trimap_dir) if args.mask_dir is None \
+            else ('--mask_dir', args.mask_dir)
+        paths, guides, alphas = _inputs(img, guide, guide_flag, args.alpha_dir)
+        single = os.path.isfile(img)
+        targets = {'matte': args.save_dir, 'cutout': args.cutout_dir, 'composite': args.composite_dir}
+        targets = {kind: target for kind, target in targets.items() if target is not None}
+        # what an output must not overwrite: the input folders, or the files that the one image uses
+        inputs = [('--img_dir', img), (guide_flag, guide), ('--alpha_dir', args.alpha_dir)]
+        single_stem = os.path.splitext(os.path.basename(img))[0] if single else None
+        if single:
+            inputs = [('--img_dir', img), (guide_flag, guides[0].get(single_stem)),
+                      ('--alpha_dir', alphas[0].get(single_stem) if alphas is not None else None)]
+        flags = {'matte': '--save_dir', 'cutout': '--cutout_dir', 'composite': '--composite_dir'}
+        _check_outputs({flags[kind]: target for kind, target in targets.items()}, single_stem,
+                       [(flag, path) for flag, path in inputs if path is not None])
+        if len(targets) > 1:
+            _foreground_ml()  # fail now, not once per image, when PyMatting is missing
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             model, stage = load_model(args.resume, device, stage=args.stage, trust=args.trust)
@@ -402,36 +580,44 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"deploy: {len(names)} images, stage {stage} "
+    guide_note = 'trimaps' if args.mask_dir is None else f'masks with a band of {args.band}'
+    print(f"deploy: {len(paths)} images, {guide_note}, stage {stage} "
           f"({'refined' if stage >= 2 else 'encoder-decoder'} alpha), method {args.crop_or_resize}, "
           f"device {device}", file=sys.stderr)
 
     failed, scores, written = [], [], 0
-    images, clashes = data.files_by_stem(args.img_dir)  # two images would write one matte: neither is used
-    for name in tqdm(names, desc='deploy', unit='img', dynamic_ncols=True):
+    by_stem = collections.defaultdict(list)
+    for path in paths:
+        by_stem[os.path.splitext(os.path.basename(path))[0]].append(path)
+    for path in tqdm(paths, desc='deploy', unit='img', dynamic_ncols=True):
+        name = os.path.basename(path)
         stem = os.path.splitext(name)[0]
-        if stem not in images and stem not in clashes:  # the other image of a clash, reported already
+        if len(by_stem[stem]) > 1:  # two images would write one matte: neither is used (the rule of every script)
+            if path == by_stem[stem][0]:
+                tqdm.write(f"error: {' and '.join(by_stem[stem])} have the same stem {stem!r}: which one is meant? "
+                           f"No matte {stem}.png written", file=sys.stderr)
             failed.append(name)
             continue
+        files = {kind: output_path(target, stem, single) for kind, target in targets.items()}
         try:
-            if stem in clashes:
-                raise ValueError(f"{args.img_dir}: no matte {stem}.png written: {clashes.pop(stem)}")
-            score = _deploy_one(model, stage, args, device, name, trimaps, alphas)
+            score = _deploy_one(model, stage, args, device, path, guides, alphas, files, new_bg)
         except ValueError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)
             failed.append(name)
-            _remove_stale(os.path.join(args.save_dir, stem + '.png'))
+            for stale in files.values():
+                _remove_stale(stale)
             continue
         written += 1
         if score is not None:
             scores.append(score)
 
-    print(f"wrote {written} of {len(names)} mattes to {args.save_dir}", file=sys.stderr)
+    where = output_path(args.save_dir, single_stem, True) if single else args.save_dir
+    print(f"wrote {written} of {len(paths)} mattes to {where}", file=sys.stderr)
     if alphas is not None and scores:
         print(metrics.format_table({f"{os.path.basename(os.path.normpath(args.resume))} "
                                     f"({len(scores)} images)": metrics.mean_metrics(scores)}))
     if failed:
-        print(f"error: {len(failed)} of {len(names)} images failed: {', '.join(failed[:10])}"
+        print(f"error: {len(failed)} of {len(paths)} images failed: {', '.join(failed[:10])}"
               f"{' ...' if len(failed) > 10 else ''}", file=sys.stderr)
         return 1
     return 0
