@@ -36,8 +36,9 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
     (speed,) = results['speed']['rows']
     assert speed['size'] == 64
     assert speed['gflop'] == pytest.approx(2 * net.count_flops(64, 64, refine=False) / 1e9)
-    for key in ('network_s', 'gflops', 'matmul_gflops', 'share', 'predict_s', 'peak_rss_gib', 'rss_increase_gib'):
+    for key in ('network_s', 'gflops', 'matmul_gflops', 'share', 'predict_s', 'peak_rss_gib'):
         assert speed[key] > 0, key
+    assert speed['rss_increase_gib'] >= 0  # 0 when freed pages were reused (seen once in a full run)
     crop = results['crop']
     assert crop['size'] == 128 and 0.12 < crop['unknown'] < 0.18 and crop['whole_s'] > 0 and crop['crop_s'] > 0
     assert crop['speedup'] == pytest.approx(crop['whole_s'] / crop['crop_s']) and crop['sad_crop_vs_whole'] >= 0
