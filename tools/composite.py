@@ -20,9 +20,9 @@ Output (OUT = --out_dir):
     OUT/composites.csv             name,fg,alpha,bg of every finished composite, paths relative to OUT:
                                    training recomposes crops from it (data.read_composite_list)
 Every file is written whole or not at all, and a rerun skips composites whose files exist, so an
-interrupted run resumes. A bad input (a listed file that is missing, an unreadable image, an alpha or
-trimap whose size differs from its foreground) is reported on one line by name, the rest goes on, and
-the exit status is 1.
+interrupted run resumes. A bad input (a listed file that is missing, an unreadable or truncated image, two
+alphas or trimaps with the foreground's stem, an alpha or trimap whose size differs from its foreground, an
+output that cannot be written) is reported on one line by name, the rest goes on, and the exit status is 1.
 """
 import argparse
 import importlib.util
