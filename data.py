@@ -13,9 +13,12 @@ validation foregrounds with `split_by_foreground`.
 """
 import collections
 import csv
+import contextlib
 import functools
+import io
 import math
 import os
+import re
 
 import cv2
 import numpy as np
@@ -26,6 +29,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 COMPOSITE_LIST = 'composites.csv'  # written by tools/composite.py into its output folder
 COMPOSITE_FIELDS = ('name', 'fg', 'alpha', 'bg')
+MASK_BAND = '1%'  # default band of trimaps made from masks (mask_trimap), measured: README, 'From a photo'
 
 
 # ------------------------------------------------------------------------------------ files
@@ -37,10 +41,63 @@ def list_images(folder):
     return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
 
 
+_JPEG_MARKER = re.compile(rb'\xff[^\x00\xd0-\xd7\xff]')  # not a stuffed 0xff00, a restart or a fill byte
+
+
+def _jpeg_is_whole(buf):
+    """True if the JPEG bytes reach their end-of-image marker: segments are skipped by their length,
+    entropy-coded data up to the next marker (so an EOI inside an Exif thumbnail does not count)."""
+    pos = 2  # after SOI
+    while True:
+        found = _JPEG_MARKER.search(buf, pos)
+        if found is None:
+            return False
+        at = found.start()
+        if buf[at + 1] == 0xD9:  # EOI
+            return True
+        if at + 4 > len(buf):
+            return False
+        pos = at + 2 + int.from_bytes(buf[at + 2:at + 4], 'big')
+
+
+def _png_is_whole(buf):
+    """True if the PNG bytes hold every chunk up to and including IEND."""
+    pos = 8  # after the signature
+    while pos + 8 <= len(buf):
+        length, kind = int.from_bytes(buf[pos:pos + 4], 'big'), buf[pos + 4:pos + 8]
+        pos += 12 + length  # length, type, data, crc
+        if kind == b'IEND':
+            return pos <= len(buf)
+    return False
+
+
+def truncated(buf):
+    """'JPEG' or 'PNG' when `buf` is such a file cut short (a broken download or copy), else None.
+    OpenCV decodes a cut JPEG without a word, filling the rest with gray."""
+    if buf[:2] == b'\xff\xd8' and not _jpeg_is_whole(buf):
+        return 'JPEG'
+    if buf[:8] == b'\x89PNG\r\n\x1a\n' and not _png_is_whole(buf):
+        return 'PNG'
+    return None
+
+
 def _read(path):
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: file not found")
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    """Decoded pixels (8 bits, as OpenCV gives them, BGR); ValueError("PATH: why") for anything that is not a
+    whole, readable image of 8 or 16 bits."""
+    try:
+        with open(path, 'rb') as f:
+            buf = f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
+    kind = truncated(buf)
+    if kind:
+        raise ValueError(f"{path}: truncated {kind} (the file ends before its last chunk)")
+    try:
+        image = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. a header that claims more pixels than OpenCV's limit
+        raise ValueError(f"{path}: OpenCV refuses to decode it ({e.err} in {e.func})") from None
     if image is None:
         raise ValueError(f"{path}: not a readable image")
     if image.dtype == np.uint16:  # 16-bit PNG/TIFF: scale to 8 bits
@@ -61,40 +118,101 @@ def read_image(path):
 
 
 def read_gray(path):
-    """uint8 H x W; a colour file is accepted only if its colour channels are equal."""
+    """uint8 H x W from an 8- or 16-bit file; a colour file is accepted only if its colour channels are
+    equal and (RGBA) it is opaque: a matte kept in the alpha channel must not pass for its black RGB."""
     image = _read(path)
     if image.ndim == 3:
-        if not (np.array_equal(image[:, :, 0], image[:, :, 1])
-                and np.array_equal(image[:, :, 0], image[:, :, 2])):
-            raise ValueError(f"{path}: expected a single-channel image, found {image.shape[2]} "
-                             f"different channels")
+        c = image.shape[2]
+        gray = c == 1 or (np.array_equal(image[:, :, 0], image[:, :, 1])
+                          and np.array_equal(image[:, :, 0], image[:, :, 2])
+                          and (c == 3 or np.all(image[:, :, 3] == 255)))
+        if not gray:
+            raise ValueError(f"{path}: expected a single-channel image, found {c} different channels")
         image = image[:, :, 0]
     return np.ascontiguousarray(image)
 
 
+def write_atomic(path, write, text=False):
+    """Write the file `path` whole or not at all: `write(f)` fills a temporary file beside it
+    (PATH.PID.tmp, binary, or UTF-8 text with text=True), which then replaces `path`; the folder is
+    created. Any OSError (a full disk, `path` a folder, a file where the folder should be) removes the
+    temporary file and becomes ValueError("PATH: cannot write it (why)"); so does nothing else."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: cannot write it (a folder of that name is in the way)")
+    blocker = next((p for p in _parents(folder) if os.path.exists(p) and not os.path.isdir(p)), None)
+    if blocker:
+        raise ValueError(f"{path}: cannot write it ({blocker} is a file, not a folder)")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(tmp, 'w', encoding='utf-8', newline='') if text else open(tmp, 'wb') as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException as e:  # also an interrupt: never leave the temporary file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise ValueError(f"{path}: cannot write it ({e.strerror or e})") from None
+        raise
+
+
+def _parents(folder):
+    """folder and each folder above it."""
+    while True:
+        yield folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return
+        folder = parent
+
+
 def write_png(path, array):
-    """Write an RGB or gray uint8 array as PNG; the file on disk is always whole (tmp + rename)."""
+    """Write an RGB, RGBA or gray uint8 array as PNG, whole or not at all (`write_atomic`)."""
     if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode('.png', array)
     if not ok:
         raise ValueError(f"{path}: could not encode PNG")
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, 'wb') as f:
-        f.write(encoded.tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write(encoded.tobytes()))
+
+
+def files_by_stem(folder):
+    """({stem: path}, {stem: message}) of the images in `folder`. The rule of every script for two files
+    with one stem (a.jpg, a.png): neither is used, and the message, which names both, is the error of
+    whatever needed that stem."""
+    names = collections.defaultdict(list)
+    for name in list_images(folder):
+        names[os.path.splitext(name)[0]].append(os.path.join(folder, name))
+    found = {stem: paths[0] for stem, paths in names.items() if len(paths) == 1}
+    clashes = {stem: f"{' and '.join(paths)} have the same stem {stem!r}: which one is meant?"
+               for stem, paths in names.items() if len(paths) > 1}
+    return found, clashes
 
 
 def _files_by_stem(folder):
-    """{stem: path} of the images in `folder`; two files with one stem are an error."""
-    found = {}
-    for name in list_images(folder):
-        stem = os.path.splitext(name)[0]
-        if stem in found:
-            raise ValueError(f"{folder}: both {os.path.basename(found[stem])} and {name} have the stem {stem!r}")
-        found[stem] = os.path.join(folder, name)
+    """{stem: path} of the images in `folder`; a shared stem is an error (for data that must be whole)."""
+    found, clashes = files_by_stem(folder)
+    if clashes:
+        raise ValueError(next(iter(clashes.values())))
     return found
+
+
+def read_text(path):
+    """The text of a UTF-8 file (a BOM is dropped); ValueError naming the file, and the line where the
+    text is not UTF-8."""
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
+    try:
+        return raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b'\n') + 1
+        raise ValueError(f"{path}: line {line} is not UTF-8 text (byte {raw[e.start]:#04x}); save the file as "
+                         f"UTF-8") from None
 
 
 # ------------------------------------------------------------------------- composition, trimaps
@@ -183,6 +301,29 @@ def band_trimap(alpha, width):
     return trimap
 
 
+def mask_trimap(mask, width):
+    """Trimap from a binary mask (foreground where mask >= 128, any other value background): unknown (128)
+    within `width` pixels of the mask's boundary on either side, so a band 2 * width wide; elsewhere the
+    mask (0 or 255). `band_trimap` of the mask as an alpha of 0 and 255."""
+    return band_trimap(np.where(mask >= 128, 255, 0).astype(np.uint8), width)
+
+
+def band_pixels(band, shape):
+    """The band width in pixels for an image of `shape` (H, W, ...): `band` is a number of pixels (20 or
+    '20') or a percentage of the longer side ('2%': 16 px on an 800 x 600 image); at least 1."""
+    text = str(band).strip()
+    try:
+        if text.endswith('%'):
+            value = float(text[:-1]) / 100 * max(shape[:2])
+        else:
+            value = int(text)
+    except ValueError:
+        raise ValueError(f"band {band!r}: expected pixels (20) or a percentage of the longer side (2%)") from None
+    if not value > 0:
+        raise ValueError(f"band {band!r}: must be positive")
+    return max(1, round(value))
+
+
 @functools.lru_cache(maxsize=None)
 def _ellipse(k):
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
@@ -265,49 +406,49 @@ def find_composite_list(path):
                      f"tools/composite.py)")
 
 
-def read_composite_list(csv_path):
+def read_composite_list(csv_path, need_bg=True):
     """Entries [dict(name, fg, alpha, bg)] with absolute paths from a composites.csv (or the folder
     holding it, or a folder beside it: see `find_composite_list`). Paths in the file are relative to
-    its folder; an empty bg is None. Checks that every listed file exists."""
+    its folder. Every field must be filled and every listed file exist, except that with need_bg=False
+    (online composition draws its own backgrounds) an empty bg is None. Errors name the file and line."""
     csv_path = find_composite_list(csv_path)
     folder = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, newline='') as f:
-        reader = csv.DictReader(f)
-        missing = [k for k in COMPOSITE_FIELDS if k not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{csv_path}: expected the columns {','.join(COMPOSITE_FIELDS)}, "
-                             f"found {','.join(reader.fieldnames or [])}")
-        rows = list(reader)
-    if not rows:
+    reader = csv.DictReader(io.StringIO(read_text(csv_path), newline=''))
+    missing = [k for k in COMPOSITE_FIELDS if k not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{csv_path}: expected the columns {','.join(COMPOSITE_FIELDS)}, "
+                         f"found {','.join(reader.fieldnames or [])}")
+    entries = []
+    for row in reader:
+        empty = [k for k in COMPOSITE_FIELDS if not (row[k] or '').strip() and (need_bg or k != 'bg')]
+        if empty:
+            raise ValueError(f"{csv_path}: line {reader.line_num}: empty {', '.join(empty)}")
+        entry = {k: row[k] if k == 'name' else os.path.normpath(os.path.join(folder, row[k])) if row[k] else None
+                 for k in COMPOSITE_FIELDS}
+        absent = [k for k in ('fg', 'alpha', 'bg') if entry[k] and not os.path.isfile(entry[k])]
+        if absent:
+            raise ValueError(f"{csv_path}: line {reader.line_num}: {absent[0]} {entry[absent[0]]} not found")
+        entries.append(entry)
+    if not entries:
         raise ValueError(f"{csv_path}: lists no composites")
-    def path(p):  # relative to the list's folder; empty -> None
-        return os.path.normpath(os.path.join(folder, p)) if p else None
-
-    entries = [dict(name=row['name'], fg=path(row['fg']), alpha=path(row['alpha']), bg=path(row['bg']))
-               for row in rows]
-    paths = {e[k] for e in entries for k in ('fg', 'alpha', 'bg') if e[k]}
-    absent = sorted(p for p in paths if not os.path.isfile(p))
-    if absent:
-        raise ValueError(f"{csv_path}: {len(absent)} listed file(s) not found, e.g. {', '.join(absent[:3])}")
     return entries
 
 
 def write_composite_list(csv_path, entries):
     """Write entries (dicts with name, fg, alpha, bg) as a composites.csv, paths relative to its
-    folder with / separators; atomic (tmp + rename)."""
+    folder with / separators, whole or not at all (`write_atomic`)."""
     folder = os.path.dirname(os.path.abspath(csv_path))
-    os.makedirs(folder, exist_ok=True)
 
     def rel(p):
         return os.path.relpath(os.path.abspath(p), folder).replace(os.sep, '/') if p else ''
 
-    tmp = f"{csv_path}.{os.getpid()}.tmp"
-    with open(tmp, 'w', newline='') as f:
+    def write(f):
         writer = csv.writer(f, lineterminator='\n')
         writer.writerow(COMPOSITE_FIELDS)
         for e in entries:
             writer.writerow([e['name'], rel(e['fg']), rel(e['alpha']), rel(e['bg'])])
-    os.replace(tmp, csv_path)
+
+    write_atomic(csv_path, write, text=True)
 
 
 def entries_from_folders(fg_dir, alpha_dir, bg_dir=None):

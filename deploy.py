@@ -1,6 +1,14 @@
 """Alpha mattes for a folder of images and trimaps with a trained Deep Image Matting checkpoint.
 
     python deploy.py --img_dir IMAGES --trimap_dir TRIMAPS --resume CKPT --save_dir OUT [--alpha_dir GT]
+    python deploy.py photo.jpg --mask mask.png --resume CKPT -o matte.png --cutout cutout.png \
+        --new_bg '#00ff00' --composite on_green.png
+
+Inputs and outputs are folders (files matched by stem, outputs named stem.png) or, for one image, files of any
+name (an output ending in .png is that file, anything else a folder). Masks stand in for trimaps: foreground
+where >= 128, the trimap unknown within --band of the boundary (data.mask_trimap). Cutouts are RGBA PNGs of the
+foreground colours estimated by PyMatting (Germer et al. 2020; imported only when asked for) and the matte;
+--new_bg composites them on a colour or an image.
 
 The checkpoint's stage picks the output: the encoder-decoder alpha for stages 0-1, the refined alpha for
 stages 2-3 (`--stage` overrides it). Checkpoints converted from mmagic by tools/chg_model.py load the same way.
@@ -32,7 +40,7 @@ up to +-40 keeps every class; an anti-aliased edge pixel (a blend of two classes
 is within 48 of pure black or white, so doubtful pixels are left to the network rather than forced.
 """
 import argparse
-import contextlib
+import collections
 import os
 import sys
 import warnings
@@ -62,16 +70,33 @@ def clean_trimap(trimap):
     return out
 
 
-def read_trimap(path):
-    """A trimap file -> cleaned uint8 H x W. A colour file is accepted when its channels are nearly equal
-    (a gray trimap saved as colour JPEG) and refused when it is really coloured."""
+def _read_grayish(path, what):
+    """A grayscale file -> uint8 H x W. A colour file is accepted when its channels are nearly equal
+    (gray saved as colour JPEG) and refused when it is really coloured; `what` names it in the message."""
     rgb = data.read_image(path)  # names the file for missing / unreadable / unsupported pixel types
     spread = int((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).max())
     if spread > 2 * BG_MAX:
-        raise ValueError(f"{path}: expected a grayscale trimap, found colour (channels differ by up to "
+        raise ValueError(f"{path}: expected a grayscale {what}, found colour (channels differ by up to "
                          f"{spread})")
-    gray = rgb[:, :, 0] if spread == 0 else np.round(rgb.mean(axis=2)).astype(np.uint8)
-    return clean_trimap(gray)
+    return rgb[:, :, 0] if spread == 0 else np.round(rgb.mean(axis=2)).astype(np.uint8)
+
+
+def read_trimap(path):
+    """A trimap file -> cleaned uint8 H x W. A colour file is accepted when its channels are nearly equal
+    (a gray trimap saved as colour JPEG) and refused when it is really coloured."""
+    return clean_trimap(_read_grayish(path, 'trimap'))
+
+
+def read_mask(path):
+    """A binary mask file -> uint8 H x W as stored (foreground where >= 128, see data.mask_trimap). Refused,
+    naming the file, when coloured (as trimaps are), empty or all foreground (no boundary to matte)."""
+    mask = _read_grayish(path, 'mask')
+    n_fg = int(np.count_nonzero(mask >= 128))
+    if n_fg == 0:
+        raise ValueError(f"{path}: the mask is empty (no pixel >= 128): no foreground to matte")
+    if n_fg == mask.size:
+        raise ValueError(f"{path}: the mask is all foreground (no pixel < 128): no boundary to matte")
+    return mask
 
 
 def resize_trimap(trimap, h, w):
@@ -84,12 +109,60 @@ def resize_trimap(trimap, h, w):
     return out
 
 
-def fix_known(alpha, trimap):
-    """alpha (float H x W) with 0 where trimap == 0 and 1 where trimap == 255, clipped to [0, 1]."""
-    alpha = np.clip(alpha, 0, 1).astype(np.float32)
-    alpha[trimap == 0] = 0
-    alpha[trimap == 255] = 1
-    return alpha
+# ------------------------------------------------------------------------------------------- cutouts
+
+def _foreground_ml():
+    """PyMatting's estimate_foreground_ml; PyMatting is needed only for cutouts, so it is imported here."""
+    try:
+        from pymatting import estimate_foreground_ml
+    except ImportError as e:
+        raise ValueError(f"cutouts need PyMatting for the foreground colours: pip install pymatting "
+                         f"({e})") from None
+    return estimate_foreground_ml
+
+
+def estimate_foreground(image, alpha):
+    """Foreground colours, uint8 H x W x 3, of an RGB uint8 image with its alpha (float H x W in [0, 1]):
+    multi-level foreground estimation (Germer et al. 2020) by PyMatting, imported only here."""
+    fg = _foreground_ml()(image.astype(np.float32) / 255, alpha.astype(np.float32))
+    return np.round(np.clip(fg, 0, 1) * 255).astype(np.uint8)
+
+
+def parse_color(text):
+    """'#00ff00', '00ff00' or '0,255,0' -> (r, g, b); None when `text` is not written as a colour."""
+    text = text.strip()
+    if len(text.lstrip('#')) == 6 and all(c in '0123456789abcdefABCDEF' for c in text.lstrip('#')):
+        return tuple(int(text.lstrip('#')[i:i + 2], 16) for i in (0, 2, 4))
+    parts = text.split(',')
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)
+    return None
+
+
+def read_background(text):
+    """--new_bg: a colour (parse_color) -> (r, g, b), anything else an image file -> RGB uint8 H x W x 3."""
+    color = parse_color(text)
+    return color if color is not None else data.read_image(text)
+
+
+def fit_new_background(bg, h, w):
+    """An h x w x 3 uint8 background: a colour (r, g, b) filled, or an image scaled to cover h x w (aspect
+    ratio kept) and cut from its centre."""
+    if isinstance(bg, tuple):
+        return np.full((h, w, 3), bg, np.uint8)
+    bh, bw = bg.shape[:2]
+    scale = max(h / bh, w / bw)
+    sh, sw = max(h, round(bh * scale)), max(w, round(bw * scale))
+    if (sh, sw) != (bh, bw):
+        bg = _resize_image(bg, sh, sw)
+    top, left = (sh - h) // 2, (sw - w) // 2
+    return bg[top:top + h, left:left + w]
+
+
+def composite_on(fg, alpha, bg):
+    """fg over bg (uint8 H x W x 3 each) with alpha (uint8 H x W), rounded to uint8: what a viewer shows
+    for the RGBA cutout (fg, alpha) laid on bg."""
+    return np.round(data.compose(fg, bg, alpha)).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------- inference
@@ -114,15 +187,14 @@ def _resize_image(image, h, w):
 
 def _forward(model, images, trimaps, stage, device, dtype):
     """Run the network in `dtype` on same-sized uint8 images (list of H x W x 3) and clean trimaps (list of
-    H x W); returns float32 N x H x W alphas. Inputs are padded to a multiple of 32 and the outputs cropped
-    back."""
+    H x W); returns float32 N x H x W alphas. Inputs are padded to a multiple of 32, outputs cropped back."""
     h, w = trimaps[0].shape
     img = torch.from_numpy(np.stack([data.normalize(pad_to_multiple(i)) for i in images]))  # N,3,H',W'
     trimap = torch.from_numpy(np.stack([pad_to_multiple(t) for t in trimaps])[:, None].astype(np.float32))
     # channels_last (with a channels_last model, see load_model) is the fast path of oneDNN and cuDNN
     img = img.to(device).contiguous(memory_format=torch.channels_last)
     trimap = trimap.to(device).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(device, dtype):
+    with torch.inference_mode(), net.autocast(device, dtype):
         alpha_ed, alpha_refined = model(img, trimap, refine=stage >= 2)
         alpha = net.output_for_stage(alpha_ed, alpha_refined, stage)  # N,1,H',W'
         alpha = alpha[:, 0, :h, :w].float().cpu().numpy()  # N,H,W
@@ -186,7 +258,7 @@ def _predict_crop(model, image, trimap, stage, tile, device, dtype):
         for (y, x), alpha in zip(chunk, alphas):
             acc[y:y + th, x:x + tw] += alpha * window
             weight[y:y + th, x:x + tw] += window
-    # Pixels in no processed tile are known: fix_known overwrites them.
+    # Pixels in no processed tile are known: metrics.fix_known overwrites them.
     return (acc / np.maximum(weight, 1e-12))[:h, :w]
 
 
@@ -206,8 +278,8 @@ def predict(model, image, trimap, stage, method='whole', max_size=1600, tile=Non
     'resize' (module docstring); max_size: longer side above which 'whole' works at a reduced scale (0 or
     None: no limit); tile: crop tile size, an int or (h, w), default `size`; size: (h, w) for 'resize';
     device: where the inputs go (default: the model's device); dtype: what the network runs in (autocast;
-    default: `pick_precision('auto', device)`), the alpha is float32 regardless. The model is used as it is
-    (no .eval()).
+    default `net.pick_precision('auto', device)`), the alpha being float32 either way. The model is used as
+    it is (no .eval()).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 H x W x 3 image, found {image.dtype} of shape {image.shape}")
@@ -218,7 +290,7 @@ def predict(model, image, trimap, stage, method='whole', max_size=1600, tile=Non
     if not (trimap == UNKNOWN).any():  # nothing for the network to decide
         return (trimap / 255).astype(np.float32)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    dtype = pick_precision('auto', device) if dtype is None else dtype
+    dtype = net.pick_precision('auto', device) if dtype is None else dtype
     if method == 'whole':
         alpha = _predict_whole(model, image, trimap, stage, max_size, device, dtype)
     elif method == 'crop':
@@ -228,7 +300,7 @@ def predict(model, image, trimap, stage, method='whole', max_size=1600, tile=Non
         alpha = _predict_resize(model, image, trimap, stage, tuple(size), device, dtype)
     else:
         raise ValueError(f"method must be 'whole', 'crop' or 'resize', not {method!r}")
-    return fix_known(alpha, trimap)
+    return metrics.fix_known(np.clip(alpha, 0, 1).astype(np.float32), trimap, fg_value=1)
 
 
 def load_model(path, device, stage=None, trust=False):
@@ -247,15 +319,7 @@ def load_model(path, device, stage=None, trust=False):
                       f"its refiner was never trained")
     args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
     model = net.DIM(skip=bool(ckpt.get('skip', args.get('skip', False))))
-    state = ckpt['model']
-    for prefix in ('module.', '_orig_mod.'):  # a DDP- or torch.compile-wrapped model saved by mistake
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise ValueError(f"{path}: does not fit the DIM model: {lines[-1].strip()[:300]}") from None
+    net.load_state(model, ckpt['model'], path)
     # channels_last: about 20% faster on the CPU (oneDNN) and the usual fast path of cuDNN
     model.to(device=device, memory_format=torch.channels_last).eval()
     return model, stage
@@ -268,29 +332,49 @@ def get_args_parser():
         pass
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter, allow_abbrev=False)
-    p.add_argument('--img_dir', '--imgDir', required=True, help="folder of images (RGB, RGBA: alpha ignored, "
-                   "grayscale, 8 or 16 bit)")
-    p.add_argument('--trimap_dir', '--trimapDir', required=True,
-                   help=f"folder of trimaps named like the images (any image extension); values <= {BG_MAX} "
-                   f"are background, >= {FG_MIN} foreground, others unknown")
-    p.add_argument('--alpha_dir', '--alphaDir', default=None,
-                   help="folder of ground-truth alphas: score the saved mattes and print mean SAD/MSE/GRAD/CONN")
+    p.add_argument('image', nargs='?', default=None, help="an image or a folder of images (as --img_dir)")
+    p.add_argument('--img_dir', '--imgDir', '--img', default=None, help="folder of images, or one image (RGB, "
+                   "RGBA: alpha ignored, grayscale, 8 or 16 bit)")
+    guide = p.add_mutually_exclusive_group()
+    guide.add_argument('--trimap_dir', '--trimapDir', '--trimap', default=None,
+                       help=f"folder of trimaps named like the images (any image extension), or one trimap; "
+                       f"values <= {BG_MAX} are background, >= {FG_MIN} foreground, others unknown")
+    guide.add_argument('--mask_dir', '--mask', default=None,
+                       help="in place of trimaps: folder of binary masks named like the images, or one mask; "
+                       "foreground where >= 128; the trimap is unknown within --band of the mask's boundary")
+    p.add_argument('--band', default=data.MASK_BAND,
+                   help="masks: the unknown band on either side of the boundary, in pixels (20) or as a "
+                   "percentage of the image's longer side (2%%)")
+    p.add_argument('--alpha_dir', '--alphaDir', '--alpha', default=None,
+                   help="folder of ground-truth alphas (or one file, for one image): score the saved mattes and "
+                   "print mean SAD/MSE/GRAD/CONN")
     p.add_argument('--resume', '--ckpt', required=True, help="checkpoint to deploy (train.py or tools/chg_model.py)")
-    p.add_argument('--save_dir', '--saveDir', default='results', help="where the mattes are written")
+    p.add_argument('--save_dir', '--saveDir', '--out', '-o', default='results',
+                   help="where the mattes are written: a folder (FOLDER/stem.png) or, for one image, a .png file")
+    p.add_argument('--cutout_dir', '--cutout', default=None,
+                   help="also write RGBA cutouts (estimated foreground colours, the matte as alpha; needs "
+                   "pymatting) to this folder or, for one image, this .png file")
+    p.add_argument('--composite_dir', '--composite', default=None,
+                   help="also write the subject composited on --new_bg to this folder or .png file")
+    p.add_argument('--new_bg', default=None,
+                   help="the new background of --composite_dir: a colour ('#00ff00' or '0,255,0') or an image "
+                   "(scaled to cover the photo, aspect ratio kept, cut from its centre)")
     p.add_argument('--stage', type=int, default=None, choices=[0, 1, 2, 3],
                    help="0-1: encoder-decoder alpha, 2-3: refined alpha; None: the checkpoint's stage")
     p.add_argument('--crop_or_resize', default='whole', choices=['whole', 'crop', 'resize'],
                    help="inference method: whole image (the paper), overlapping tiles, or resize")
-    p.add_argument('--max_size', type=int, default=1600,
+    p.add_argument('--max_size', type=int_at_least(0), default=1600,
                    help="whole: an image with a longer side above this runs at a reduced scale (0: no limit)")
-    p.add_argument('--size_h', type=int, default=320, help="resize: network input height; crop: tile height")
-    p.add_argument('--size_w', type=int, default=320, help="resize: network input width; crop: tile width")
-    p.add_argument('--tile', type=int, default=None, help="crop: square tile size; None: size_h x size_w")
+    p.add_argument('--size_h', type=int_at_least(1), default=320,
+                   help="resize: network input height; crop: tile height")
+    p.add_argument('--size_w', type=int_at_least(1), default=320, help="resize: network input width; crop: tile width")
+    p.add_argument('--tile', type=int_at_least(1), default=None, help="crop: square tile size; None: size_h x size_w")
     p.add_argument('--device', default='auto', help="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1'")
     p.add_argument('--cuda', action='store_true', help="old spelling of --device cuda")
-    p.add_argument('--precision', default='auto', choices=PRECISIONS,
+    p.add_argument('--precision', default='auto', choices=net.PRECISIONS,
                    help="what the network runs in; auto: bf16 on GPUs of compute capability 8.0 or more, fp16 on "
-                   "older ones, bf16 on CPUs with AMX, fp32 on other CPUs; mattes are computed in fp32 either way")
+                   "older ones, bf16 on CPUs with bf16 units (AMX or AVX512-BF16), fp32 on other CPUs; mattes "
+                   "are float32 either way"),
     p.add_argument('--trust', action='store_true',
                    help="load the checkpoint with full unpickling (only for files you trust)")
     p.add_argument('--crop_h', type=int, default=None, help="accepted for old scripts, unused")
@@ -298,99 +382,117 @@ def get_args_parser():
     return p
 
 
-def pick_device(name):
-    """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:N'; ValueError for anything else."""
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device (cpu, cuda, cuda:N)") from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for, but no CUDA device is available (leave it out to run on "
-                         f"the CPU)")
-    return device
+def int_at_least(least):
+    """An argparse type: an integer >= least. argparse names the flag in its one-line error, before any
+    work starts (a 0 that would divide or a negative size that OpenCV would refuse mid-run)."""
+    def parse(text):
+        value = int(text)  # a ValueError: argparse says "invalid int_at_least value"
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+        return value
+    parse.__name__ = 'int_at_least'
+    return parse
 
 
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+def float_between(low, high, open_low=False, open_high=False):
+    """An argparse type: a number from low to high (ends excluded when open); NaN is refused."""
+    def parse(text):
+        value = float(text)
+        inside = (low < value if open_low else low <= value) and (value < high if open_high else value <= high)
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be in {'(' if open_low else '['}{low}, {high}"
+                                             f"{')' if open_high else ']'}, not {text}")
+        return value
+    parse.__name__ = 'float_between'
+    return parse
 
 
-def cpu_has_amx():
-    """Whether the CPU has AMX-BF16 matrix units (Intel Sapphire Rapids and later), where bf16 pays."""
-    amx = getattr(torch.cpu, '_is_amx_tile_supported', None)  # private, so also read the kernel's flags
-    if amx is not None and amx():
-        return True
-    try:
-        with open('/proc/cpuinfo') as f:
-            return any(line.startswith('flags') and 'amx_bf16' in line.split() for line in f)
-    except OSError:
-        return False
+def _find(path, stem, files, what, folder):
+    """The file of `stem` in one of files_by_stem's answers, or ValueError naming the image and why not."""
+    found, clashes = files
+    if stem in clashes:
+        raise ValueError(f"{path}: no single {what}: {clashes[stem]}")
+    if stem not in found:
+        raise ValueError(f"{path}: no {what} named {stem}.* in {folder}")
+    return found[stem]
 
 
-def pick_precision(name, device):
-    """The dtype the network runs in on `device` for --precision `name` (auto, fp32, bf16, fp16).
+def _inputs(img, guide, guide_flag, alpha_dir):
+    """(image paths, {stem: trimap or mask path}, {stem: alpha path} or None). A folder of images is matched
+    by file stem with folders of trimaps (or masks) and alphas; one image file may come with files of any
+    name, or with folders (matched by its stem)."""
+    if os.path.isdir(img):
+        names = data.list_images(img)
+        if not names:
+            raise ValueError(f"--img_dir {img}: no images ({', '.join(data.IMAGE_EXTS)})")
+        paths, single_stem = [os.path.join(img, n) for n in names], None
+    elif os.path.isfile(img):
+        paths, single_stem = [img], os.path.splitext(os.path.basename(img))[0]
+    else:
+        raise ValueError(f"--img_dir {img}: no such file or folder")
 
-    auto: on a GPU bf16 where its compute capability is 8.0 or more (Ampere on: tensor cores for bf16),
-    fp16 with a gradient scaler below that (`torch.cuda.is_bf16_supported()` is true on T4 and V100 too,
-    which only emulate bf16); on the CPU bf16 where it has AMX (a bf16 matrix product ran 4.8x faster
-    than fp32 there), fp32 elsewhere. The alphas are float32 whatever this picks.
-    """
-    if name not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
-    if name == 'fp16' and device.type != 'cuda':
-        raise ValueError(f"--precision fp16 is for CUDA GPUs; on {device.type} use bf16 or fp32")
-    if name != 'auto':
-        return DTYPES[name]
-    if device.type == 'cuda':
-        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
-    if device.type == 'cpu' and cpu_has_amx():
-        return torch.bfloat16
-    return torch.float32
+    def by_stem(path, flag):
+        if os.path.isdir(path):
+            return data.files_by_stem(path)
+        if os.path.isfile(path) and single_stem is not None:
+            return {single_stem: path}, {}
+        if os.path.isfile(path):
+            raise ValueError(f"{flag} {path}: a file, but the images are a folder: give a folder")
+        raise ValueError(f"{flag} {path}: no such file or folder")
 
-
-def autocast(device, dtype):
-    """torch.autocast for `dtype` on `device` (does nothing for float32)."""
-    return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
-
-
-def _by_stem(folder):
-    """{stem: file name} of the images in `folder` (the first in sorted order when several share a stem)."""
-    files = {}
-    for f in data.list_images(folder):
-        files.setdefault(os.path.splitext(f)[0], f)
-    return files
+    guides = by_stem(guide, guide_flag)
+    alphas = by_stem(alpha_dir, '--alpha_dir') if alpha_dir is not None else None
+    return paths, guides, alphas
 
 
-def _check_folders(args):
-    folders = [('--img_dir', args.img_dir), ('--trimap_dir', args.trimap_dir)]
-    if args.alpha_dir is not None:
-        folders.append(('--alpha_dir', args.alpha_dir))
-    for flag, folder in folders:
-        if not os.path.isdir(folder):
-            raise ValueError(f"{flag} {folder}: not a folder")
-        if os.path.isdir(args.save_dir) and os.path.samefile(folder, args.save_dir):
-            raise ValueError(f"--save_dir {args.save_dir} is the {flag} folder: its files would be overwritten")
+def output_path(target, stem, single):
+    """Where the output of the image `stem` goes: `target` itself for a single image when `target` names a
+    .png file (and is no folder), else target/stem.png."""
+    if single and target.lower().endswith('.png') and not os.path.isdir(target):
+        return target
+    return os.path.join(target, stem + '.png')
 
 
-def _deploy_one(model, stage, args, device, dtype, name, trimaps, alphas):
-    """Predict, save and (with alphas) score one image; returns its metrics or None. Raises ValueError."""
-    stem = os.path.splitext(name)[0]
-    path = os.path.join(args.img_dir, name)
+def _check_outputs(targets, single_stem, inputs):
+    """Refuse output targets ({flag: target}) that are no PNG file or folder, that would write two outputs to
+    one file, or that would overwrite an input: a folder ((flag, path) in `inputs`) when the images are a
+    folder, a file of the one image (`single_stem`, None for a folder) otherwise."""
+    single = single_stem is not None
+    seen = {}
+    for flag, target in targets.items():
+        if target.lower().endswith(data.IMAGE_EXTS) and not os.path.isdir(target) \
+                and not (single and target.lower().endswith('.png')):
+            raise ValueError(f"{flag} {target}: " + ("outputs are PNG: name a .png file or a folder" if single
+                             else "the images are a folder, so this must be a folder"))
+        if not single and os.path.isfile(target):
+            raise ValueError(f"{flag} {target}: a file, but the images are a folder: give a folder")
+        place = output_path(target, single_stem, True) if single else target
+        if os.path.abspath(place) in seen:
+            raise ValueError(f"{flag} {target}: the same place as {seen[os.path.abspath(place)]}: one would "
+                             f"overwrite the other")
+        seen[os.path.abspath(place)] = f"{flag} {target}"
+        for in_flag, source in inputs:
+            if os.path.exists(place) and os.path.samefile(source, place):
+                raise ValueError(f"{flag} {target} is the {in_flag} {'file' if single else 'folder'}: it "
+                                 f"would be overwritten")
+
+
+def _deploy_one(model, stage, args, device, dtype, path, guides, alphas, outputs, new_bg):
+    """Predict, save and (with alphas) score one image; returns its metrics or None. Raises ValueError.
+    outputs: {'matte': path, and 'cutout', 'composite' when asked for}."""
+    stem = os.path.splitext(os.path.basename(path))[0]
     image = data.read_image(path)
-    if stem not in trimaps:
-        raise ValueError(f"{path}: no trimap named {stem}.* in {args.trimap_dir}")
-    trimap_path = os.path.join(args.trimap_dir, trimaps[stem])
-    trimap = read_trimap(trimap_path)
-    if trimap.shape != image.shape[:2]:
-        raise ValueError(f"{trimap_path}: trimap is {trimap.shape[1]}x{trimap.shape[0]} but the image is "
+    kind = 'trimap' if args.mask_dir is None else 'mask'
+    guide_path = _find(path, stem, guides, kind, args.trimap_dir or args.mask_dir)
+    guide = read_trimap(guide_path) if kind == 'trimap' else read_mask(guide_path)
+    if guide.shape != image.shape[:2]:
+        raise ValueError(f"{guide_path}: {kind} is {guide.shape[1]}x{guide.shape[0]} but the image is "
                          f"{image.shape[1]}x{image.shape[0]} (width x height)")
+    trimap = guide if kind == 'trimap' else data.mask_trimap(guide, data.band_pixels(args.band, guide.shape))
     alpha = None
     if alphas is not None:  # read the ground truth before the (slow) prediction, so a bad file fails fast
-        if stem not in alphas:
-            raise ValueError(f"{path}: no ground-truth alpha named {stem}.* in {args.alpha_dir}")
-        alpha_path = os.path.join(args.alpha_dir, alphas[stem])
-        alpha = metrics.read_alpha_file(alpha_path)
+        alpha_path = _find(path, stem, alphas, 'ground-truth alpha', args.alpha_dir)
+        alpha = data.read_gray(alpha_path)
         if alpha.shape != trimap.shape:
             raise ValueError(f"{alpha_path}: alpha is {alpha.shape[1]}x{alpha.shape[0]} but the image is "
                              f"{image.shape[1]}x{image.shape[0]} (width x height)")
@@ -402,26 +504,65 @@ def _deploy_one(model, stage, args, device, dtype, name, trimaps, alphas):
             torch.cuda.empty_cache()
         raise ValueError(f"{path}: out of memory at {image.shape[1]}x{image.shape[0]} (try a smaller "
                          f"--max_size or --crop_or_resize crop)") from None
+    if not np.isfinite(pred).all():  # e.g. fp16 overflow: saved, NaN would pass for background
+        raise ValueError(f"{path}: the network's output is not finite (NaN or infinity)")
     pred = np.round(pred * 255).astype(np.uint8)
-    data.write_png(os.path.join(args.save_dir, stem + '.png'), pred)
+    data.write_png(outputs['matte'], pred)
+    if 'cutout' in outputs or 'composite' in outputs:
+        fg = estimate_foreground(image, pred / 255)  # the saved matte's alpha, so the files agree
+        if 'cutout' in outputs:
+            data.write_png(outputs['cutout'], np.dstack([fg, pred]))
+        if 'composite' in outputs:
+            bg = fit_new_background(new_bg, *pred.shape)
+            data.write_png(outputs['composite'], composite_on(fg, pred, bg))
     return metrics.compute_all(pred, alpha, trimap) if alpha is not None else None
+
+
+def _remove_stale(path):
+    """Remove an older run's matte of a failed image, which would pass for this run's."""
+    if os.path.isfile(path):
+        try:
+            os.remove(path)
+        except OSError as e:
+            tqdm.write(f"error: {path}: an older matte is left there, it could not be removed ({e.strerror})",
+                       file=sys.stderr)
 
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
-        for flag, value, least in (('--size_h', args.size_h, 1), ('--size_w', args.size_w, 1),
-                                   ('--tile', args.tile, 1), ('--max_size', args.max_size, 0)):
-            if value is not None and value < least:
-                raise ValueError(f"{flag} must be at least {least}, not {value}")
-        device = pick_device('cuda' if args.cuda else args.device)
-        dtype = pick_precision(args.precision, device)
-        _check_folders(args)
-        names = data.list_images(args.img_dir)
-        if not names:
-            raise ValueError(f"--img_dir {args.img_dir}: no images ({', '.join(data.IMAGE_EXTS)})")
-        trimaps = _by_stem(args.trimap_dir)
-        alphas = _by_stem(args.alpha_dir) if args.alpha_dir is not None else None
+        if args.image is not None and args.img_dir is not None:
+            raise ValueError(f"two inputs ({args.image} and --img_dir {args.img_dir}): give one")
+        img = args.image if args.image is not None else args.img_dir
+        if img is None:
+            raise ValueError("no input: give an image or a folder of images (IMAGE or --img_dir)")
+        if args.trimap_dir is None and args.mask_dir is None:
+            raise ValueError("give trimaps (--trimap_dir, or --trimap for one image) or masks (--mask_dir, "
+                             "--mask)")
+        if args.mask_dir is not None:
+            data.band_pixels(args.band, (1, 1))  # refuse a malformed --band before any work
+        if (args.new_bg is None) != (args.composite_dir is None):
+            raise ValueError("--new_bg and --composite_dir go together (the background, and where to write)")
+        new_bg = read_background(args.new_bg) if args.new_bg is not None else None
+        device = net.pick_device('cuda' if args.cuda else args.device)
+        dtype = net.pick_precision(args.precision, device)
+        guide_flag, guide = ('--trimap_dir', args.trimap_dir) if args.mask_dir is None \
+            else ('--mask_dir', args.mask_dir)
+        paths, guides, alphas = _inputs(img, guide, guide_flag, args.alpha_dir)
+        single = os.path.isfile(img)
+        targets = {'matte': args.save_dir, 'cutout': args.cutout_dir, 'composite': args.composite_dir}
+        targets = {kind: target for kind, target in targets.items() if target is not None}
+        # what an output must not overwrite: the input folders, or the files that the one image uses
+        inputs = [('--img_dir', img), (guide_flag, guide), ('--alpha_dir', args.alpha_dir)]
+        single_stem = os.path.splitext(os.path.basename(img))[0] if single else None
+        if single:
+            inputs = [('--img_dir', img), (guide_flag, guides[0].get(single_stem)),
+                      ('--alpha_dir', alphas[0].get(single_stem) if alphas is not None else None)]
+        flags = {'matte': '--save_dir', 'cutout': '--cutout_dir', 'composite': '--composite_dir'}
+        _check_outputs({flags[kind]: target for kind, target in targets.items()}, single_stem,
+                       [(flag, path) for flag, path in inputs if path is not None])
+        if len(targets) > 1:
+            _foreground_ml()  # fail now, not once per image, when PyMatting is missing
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
             model, stage = load_model(args.resume, device, stage=args.stage, trust=args.trust)
@@ -430,39 +571,44 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"deploy: {len(names)} images, stage {stage} "
+    guide_note = 'trimaps' if args.mask_dir is None else f'masks with a band of {args.band}'
+    print(f"deploy: {len(paths)} images, {guide_note}, stage {stage} "
           f"({'refined' if stage >= 2 else 'encoder-decoder'} alpha), method {args.crop_or_resize}, "
           f"device {device}, {str(dtype).replace('torch.', '')}", file=sys.stderr)
 
     failed, scores, written = [], [], 0
-    outputs = {}  # output name -> input name, to refuse two inputs that would write the same file
-    for name in tqdm(names, desc='deploy', unit='img', dynamic_ncols=True):
+    by_stem = collections.defaultdict(list)
+    for path in paths:
+        by_stem[os.path.splitext(os.path.basename(path))[0]].append(path)
+    for path in tqdm(paths, desc='deploy', unit='img', dynamic_ncols=True):
+        name = os.path.basename(path)
         stem = os.path.splitext(name)[0]
-        if stem in outputs:
-            tqdm.write(f"error: {os.path.join(args.img_dir, name)}: same output name {stem}.png as "
-                       f"{outputs[stem]}", file=sys.stderr)
+        if len(by_stem[stem]) > 1:  # two images would write one matte: neither is used (the rule of every script)
+            if path == by_stem[stem][0]:
+                tqdm.write(f"error: {' and '.join(by_stem[stem])} have the same stem {stem!r}: which one is meant? "
+                           f"No matte {stem}.png written", file=sys.stderr)
             failed.append(name)
             continue
-        outputs[stem] = name
+        files = {kind: output_path(target, stem, single) for kind, target in targets.items()}
         try:
-            score = _deploy_one(model, stage, args, device, dtype, name, trimaps, alphas)
+            score = _deploy_one(model, stage, args, device, dtype, path, guides, alphas, files, new_bg)
         except ValueError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)
             failed.append(name)
-            stale = os.path.join(args.save_dir, stem + '.png')
-            if os.path.isfile(stale):  # an older run's matte would pass for this run's
-                os.remove(stale)
+            for stale in files.values():
+                _remove_stale(stale)
             continue
         written += 1
         if score is not None:
             scores.append(score)
 
-    print(f"wrote {written} of {len(names)} mattes to {args.save_dir}", file=sys.stderr)
+    where = output_path(args.save_dir, single_stem, True) if single else args.save_dir
+    print(f"wrote {written} of {len(paths)} mattes to {where}", file=sys.stderr)
     if alphas is not None and scores:
         print(metrics.format_table({f"{os.path.basename(os.path.normpath(args.resume))} "
                                     f"({len(scores)} images)": metrics.mean_metrics(scores)}))
     if failed:
-        print(f"error: {len(failed)} of {len(names)} images failed: {', '.join(failed[:10])}"
+        print(f"error: {len(failed)} of {len(paths)} images failed: {', '.join(failed[:10])}"
               f"{' ...' if len(failed) > 10 else ''}", file=sys.stderr)
         return 1
     return 0

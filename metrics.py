@@ -7,13 +7,17 @@ score the same. SAD, GRAD and CONN are divided by 1000, as in the published tabl
 
     python metrics.py --pred DIR --alpha DIR --trimap DIR [--csv FILE] [--workers N]
 
-No torch and no other project module: numpy, opencv and tqdm only.
+No torch and no other project module: numpy, opencv and tqdm only. So this file keeps its own copies of
+data.py's file helpers (reading a gray image, the check for a truncated JPEG/PNG, the atomic writer, the
+rule for two files with one stem), with the same behaviour.
 """
 import argparse
 import csv
 import math
+import contextlib
 import multiprocessing
 import os
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
@@ -34,10 +38,11 @@ def _check(pred, alpha, trimap):
         raise ValueError(f"sizes differ: pred {pred.shape}, alpha {alpha.shape}, trimap {trimap.shape}")
 
 
-def fix_known(pred, trimap):
-    """A copy of `pred` (uint8 H x W) with 255 where trimap == 255 and 0 where trimap == 0."""
+def fix_known(pred, trimap, fg_value=255):
+    """A copy of `pred` (H x W) with fg_value where trimap == 255 and 0 where trimap == 0 (the one rule for
+    known regions, also deploy.py's on float alphas with fg_value=1)."""
     pred = pred.copy()
-    pred[trimap == 255] = 255
+    pred[trimap == 255] = fg_value
     pred[trimap == 0] = 0
     return pred
 
@@ -186,13 +191,54 @@ def format_table(results):
 
 # ---------------------------------------------------------------------------------------------- folders
 
+_JPEG_MARKER = re.compile(rb'\xff[^\x00\xd0-\xd7\xff]')  # data.py's copy
+
+
+def _truncated(buf):
+    """'JPEG' or 'PNG' when `buf` is such a file cut short, else None (data.truncated)."""
+    if buf[:2] == b'\xff\xd8':
+        pos = 2
+        while True:
+            found = _JPEG_MARKER.search(buf, pos)
+            if found is None:
+                return 'JPEG'
+            if buf[found.start() + 1] == 0xD9:
+                return None
+            if found.start() + 4 > len(buf):
+                return 'JPEG'
+            pos = found.start() + 2 + int.from_bytes(buf[found.start() + 2:found.start() + 4], 'big')
+    if buf[:8] == b'\x89PNG\r\n\x1a\n':
+        pos = 8
+        while pos + 8 <= len(buf):
+            length, kind = int.from_bytes(buf[pos:pos + 4], 'big'), buf[pos + 4:pos + 8]
+            pos += 12 + length
+            if kind == b'IEND':
+                return None if pos <= len(buf) else 'PNG'
+        return 'PNG'
+    return None
+
+
 def read_alpha_file(path):
-    """uint8 H x W from an 8-bit gray file (a colour file only if its channels are equal and it is opaque)."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    """uint8 H x W from an 8- or 16-bit gray file (a colour file only if its channels are equal and it is
+    opaque); ValueError("PATH: why") for a missing, truncated or undecodable file (data.read_gray)."""
+    try:
+        with open(path, 'rb') as f:
+            buf = f.read()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
+    kind = _truncated(buf)
+    if kind:
+        raise ValueError(f"{path}: truncated {kind} (the file ends before its last chunk)")
+    try:
+        image = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. a header that claims more pixels than OpenCV's limit
+        raise ValueError(f"{path}: OpenCV refuses to decode it ({e.err} in {e.func})") from None
     if image is None:
         raise ValueError(f"{path}: not a readable image")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{path}: expected 8-bit pixels, found {image.dtype}")
+    if image.dtype == np.uint16:  # 16-bit PNG/TIFF: scale to 8 bits
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"{path}: expected 8- or 16-bit pixels, found {image.dtype}")
     if image.ndim == 3:
         c = image.shape[2]
         if c == 1:
@@ -207,14 +253,16 @@ def read_alpha_file(path):
 
 
 def _list_by_stem(folder):
-    """{stem: file name} of the images in folder, and names that share a stem (ambiguous)."""
-    files, clashes = {}, []
+    """({stem: file name}, {stem: message}) of the images in folder; a stem that names two or more files is
+    left out, and its message names all of them (data.files_by_stem's rule)."""
+    names = {}
     for f in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(f)
         if ext.lower() in IMAGE_EXTS:
-            if stem in files:
-                clashes.append(f)
-            files.setdefault(stem, f)
+            names.setdefault(stem, []).append(f)
+    files = {stem: found[0] for stem, found in names.items() if len(found) == 1}
+    clashes = {stem: f"{' and '.join(os.path.join(folder, f) for f in found)} have the same stem {stem!r}: which "
+               f"one is meant?" for stem, found in names.items() if len(found) > 1}
     return files, clashes
 
 
@@ -243,10 +291,9 @@ def score_folder(pred_dir, alpha_dir, trimap_dir, workers=1, progress=True):
         if not os.path.isdir(folder):
             raise ValueError(f"{folder}: not a folder")
     (preds, c1), (alphas, c2), (trimaps, c3) = (_list_by_stem(d) for d in (pred_dir, alpha_dir, trimap_dir))
-    errors = [f"{os.path.join(d, f)}: another image in the folder has the same name"
-              for d, clashes in ((pred_dir, c1), (alpha_dir, c2), (trimap_dir, c3)) for f in clashes]
+    errors = [message for clashes in (c1, c2, c3) for message in clashes.values()]
     jobs = []
-    for stem in sorted(set(preds) | set(alphas)):
+    for stem in sorted((set(preds) | set(alphas)) - set(c1) - set(c2) - set(c3)):  # a clash: its stem's error
         if stem not in preds:
             errors.append(f"{os.path.join(alpha_dir, alphas[stem])}: no prediction named {stem}.* "
                           f"in {pred_dir}")
@@ -277,15 +324,33 @@ def score_folder(pred_dir, alpha_dir, trimap_dir, workers=1, progress=True):
 
 
 def write_csv(path, rows):
-    """Per-image CSV with columns name,sad,mse,grad,conn."""
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(('name',) + METRICS)
-        for r in rows:
-            writer.writerow([r['name']] + [repr(r[m]) for m in METRICS])
+    """Per-image CSV with columns name,sad,mse,grad,conn, whole or not at all (data.write_atomic's rule:
+    a temporary file beside it, then a rename; on failure it is removed and ValueError names the path)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: cannot write it (a folder of that name is in the way)")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, 'w', newline='', encoding='utf-8') as f:
+            writer = csv.writer(f)
+            writer.writerow(('name',) + METRICS)
+            for r in rows:
+                writer.writerow([r['name']] + [repr(r[m]) for m in METRICS])
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise ValueError(f"{path}: cannot write it ({e.strerror or e})") from None
+        raise
+
+
+def _int_at_least_1(text):
+    """An argparse type (deploy.int_at_least(1)): argparse names the flag when it is refused."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def get_args_parser():
@@ -300,7 +365,7 @@ def get_args_parser():
     parser.add_argument('--alpha', required=True, help='folder of ground-truth alphas')
     parser.add_argument('--trimap', required=True, help='folder of trimaps (128 = unknown)')
     parser.add_argument('--csv', default=None, help='write per-image scores to this CSV file')
-    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument('--workers', type=_int_at_least_1, default=min(4, os.cpu_count() or 1),
                         help='parallel processes')
     return parser
 
@@ -312,10 +377,13 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.csv:
+        try:
+            write_csv(args.csv, rows)
+        except ValueError as e:
+            errors.append(str(e))
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
-    if args.csv:
-        write_csv(args.csv, rows)
     if rows:
         m = mean_metrics(rows)
         print(f"mean over {len(rows)} images: SAD {m['sad']:.2f}  MSE {m['mse']:.4f}  "

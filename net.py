@@ -10,11 +10,18 @@ Also here: which parameters train in each stage (`set_stage`), which alpha a sta
 (`output_for_stage`), the checkpoint file (`save_checkpoint`, `load_checkpoint`) and the cost of one
 forward pass (`count_flops`).
 """
+import contextlib
 import os
+import pickle
+import pickletools
+import warnings
+import zipfile
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import data
 
 # The five VGG-16 blocks; each ends with a 2x2 max-pool that returns its indices.
 BLOCKS = (
@@ -117,7 +124,8 @@ class Refiner(nn.Module):
     """Refinement: refine_conv1..3 (3x3, 64 channels, ReLU) and refine_pred (3x3, 64->1).
 
     forward(img N,3,H,W normalised, alpha N,1,H,W in [0,1], raw N,1,H,W logits) -> N,1,H,W in [0,1]:
-    sigmoid(raw + refine_pred(...)), a residual in logit space.
+    sigmoid(raw + refine_pred(...)), a residual in logit space. refine_pred starts at zero (`init_weights`),
+    so an untrained refiner returns the encoder-decoder alpha exactly and stage 2 starts from stage 1's matte.
     """
 
     def __init__(self):
@@ -167,7 +175,9 @@ class DIM(nn.Module):
 
 
 def init_weights(model, scheme='xavier'):
-    """Zero biases and Xavier-uniform weights (the paper's scheme) or He-normal ones (scheme='he').
+    """Zero biases and Xavier-uniform weights (the paper's scheme) or He-normal ones (scheme='he'), except
+    refine_pred, whose weights start at zero too: the refinement is then a residual of exactly zero, so it
+    cannot start worse than the encoder-decoder (the paper and mmagic draw it at random like the rest).
 
     The paper's encoder starts from ImageNet VGG-16 (tools/chg_model.py writes that checkpoint), so
     Xavier only meets the decoder. A network started wholly from Xavier halves its signal's variance
@@ -181,6 +191,9 @@ def init_weights(model, scheme='xavier'):
         if isinstance(module, nn.Conv2d):
             init(module.weight)
             nn.init.zeros_(module.bias)
+    for module in model.modules():  # after the loop above, which visits refine_pred after its Refiner
+        if isinstance(module, Refiner):
+            nn.init.zeros_(module.refine_pred.weight)
 
 
 def set_stage(model, stage):
@@ -229,57 +242,186 @@ def count_flops(h, w, refine=True):
     return total
 
 
-def save_checkpoint(ckpt, path):
-    """Write `ckpt` (a dict of tensors and plain values) to `path` atomically, creating its folder.
 
-    The file is written to PATH.tmp in the same folder and then renamed over PATH, so PATH is always
-    a whole checkpoint, even if the process dies while saving.
-    """
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
+# ------------------------------------------------------------------- where and in what precision it runs
+
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def pick_device(name):
+    """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:N'; ValueError for anything else."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device (cpu, cuda, cuda:N)") from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for, but no CUDA device is available (leave it out to run on "
+                         f"the CPU)")
+    return device
+
+
+def cpu_has_bf16():
+    """Whether the CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16), where bf16 autocast pays; on
+    other CPUs it is emulated and slower than fp32. torch's probes are private, so /proc/cpuinfo backs them."""
+    probes = [getattr(torch.cpu, name, None) for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]
+    if any(probe is not None and probe() for probe in probes):
+        return True
+    try:
+        with open('/proc/cpuinfo') as f:
+            return any(line.startswith('flags') and {'amx_bf16', 'avx512_bf16'} & set(line.split()) for line in f)
+    except OSError:
+        return False
+
+
+def pick_precision(name, device):
+    """The dtype the network runs in on `device` for --precision `name` (auto, fp32, bf16, fp16).
+
+    auto: on a GPU bf16 from compute capability 8.0 (tensor cores for bf16), fp16 with a gradient scaler
+    below (`torch.cuda.is_bf16_supported()` is true on T4 and V100 too, which only emulate bf16); on the CPU
+    bf16 where it has bf16 units (cpu_has_bf16), fp32 elsewhere. Alphas come out in float32 either way.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
+    if name == 'fp16' and device.type != 'cuda':
+        raise ValueError(f"--precision fp16 is for CUDA GPUs; on {device.type} use bf16 or fp32")
+    if name != 'auto':
+        return DTYPES[name]
+    if device.type == 'cuda':
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    return torch.bfloat16 if device.type == 'cpu' and cpu_has_bf16() else torch.float32
+
+
+def autocast(device, dtype):
+    """torch.autocast to `dtype` on `device`; nothing for float32."""
+    return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+
+def save_checkpoint(ckpt, path):
+    """Write `ckpt` (a dict of tensors and plain values) to `path` whole or not at all, creating its folder.
+
+    The file is written to PATH.PID.tmp in the same folder and then renamed over PATH (`data.write_atomic`),
+    so PATH is always a whole checkpoint, even if the process dies while saving. ValueError("PATH: cannot
+    write it (why)") on a full disk or an unwritable place.
+    """
+    data.write_atomic(path, lambda f: torch.save(ckpt, f))
+
+
+def _pickled_globals(path):
+    """The classes and functions (module.name) that the pickles at the start of a non-zip torch file (the
+    legacy format, or a plain pickle) refer to, found with pickletools without running anything; None
+    when the file does not start with a pickle."""
+    names, strings, memo, pickles = [], [], {}, 0
+    with open(path, 'rb') as f:
+        try:
+            while True:
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name == 'GLOBAL':
+                        names.append(arg.replace(' ', '.'))
+                    elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                        names.append('.'.join(strings[-2:]))
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+                    elif op.name in ('BINPUT', 'LONG_BINPUT', 'PUT', 'MEMOIZE') and strings:
+                        memo[len(memo) if arg is None else arg] = strings[-1]
+                    elif op.name in ('BINGET', 'LONG_BINGET', 'GET') and arg in memo:
+                        strings.append(memo[arg])
+                pickles += 1
+        except Exception:  # the end of the pickles: raw tensor data, or the end of the file
+            pass
+    return sorted(set(names)) if pickles else None
+
+
+def _refused_globals(path):
+    """What a weights_only load of `path` refuses: the names of its pickled classes and functions that
+    torch does not allow (a list, maybe empty), or None when the file is no torch file or pickle at all."""
+    if zipfile.is_zipfile(path):
+        try:
+            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            return None
+    names = _pickled_globals(path)
+    if names is None:
+        return None
+    return [n for n in names if not n.startswith(('torch.', 'collections.OrderedDict'))]
 
 
 def torch_load(path, trust=False):
-    """torch.load onto the CPU, weights_only unless `trust`; every failure becomes ValueError("PATH: why")."""
+    """torch.load onto the CPU, weights_only unless `trust`; every failure becomes ValueError("PATH: why").
+
+    A file that weights_only loading refuses (it pickles classes or functions: an argparse.Namespace, numpy
+    scalars, a plain pickle) is named with what it holds and the way out (--trust, for trusted files only).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"file not found: {path}")
     try:
-        return torch.load(path, map_location='cpu', weights_only=not trust)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol of a file it then refuses
+            warnings.filterwarnings('ignore', module='torch._weights_only_unpickler')
+            return torch.load(path, map_location='cpu', weights_only=not trust)
+    except pickle.UnpicklingError:
+        refused = None if trust else _refused_globals(path)
+        if refused is None:
+            raise ValueError(f"{path}: cannot read it as a torch file (neither torch's zip format nor a "
+                             f"pickle)") from None
+        held = f"pickled {', '.join(refused[:5])}," if refused else "a plain pickle, not a torch.save file,"
+        raise ValueError(f"{path}: holds {held} which weights_only=True refuses to load; load it with "
+                         f"--trust (trust=True) only if you trust the file") from None
     except Exception as e:  # torch raises many types for a bad file; all mean "cannot read it"
-        text = str(e)
-        # weights_only failures put the reason after 'WeightsUnpickler error:' in a long message
-        reason = text.split('WeightsUnpickler error:')[-1]
-        reason = next((line.strip() for line in reason.splitlines() if line.strip()), type(e).__name__)
-        reason = reason.split('. ')[0]  # the first sentence
-        if 'Unsupported global' in reason:
-            name = reason.split('GLOBAL ')[-1].split()[0]
-            raise ValueError(f"{path}: holds a pickled {name}, which weights_only=True refuses; "
-                             f"allow it only if you trust the file (trust=True, --trust)") from None
-        raise ValueError(f"{path}: cannot read it as a torch file: {reason}") from None
+        first = (str(e).strip().splitlines() or [''])[0].split('. ')[0][:160]
+        raise ValueError(f"{path}: cannot read it as a torch file ({type(e).__name__}"
+                         f"{': ' + first if first else ''})") from None
+
+
+def check_finite(state, path):
+    """ValueError naming the tensors of a state dict that hold NaN or infinity (a diverged run's weights
+    would deploy "successfully" as a matte with nothing in the unknown region)."""
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinity, e.g. {', '.join(bad[:3])}")
+
+
+def load_state(model, state, path):
+    """Load a state dict into `model`: keys saved from a DDP- or torch.compile-wrapped model (module.,
+    _orig_mod.) are read as the plain model's. ValueError naming the missing, unexpected and mis-shaped
+    keys when it does not fit."""
+    for prefix in ('module.', '_orig_mod.'):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    expected = model.state_dict()
+    problems = []
+    missing, unexpected = [k for k in expected if k not in state], [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"missing {len(missing)} keys ({', '.join(missing[:4])})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys ({', '.join(unexpected[:4])})")
+    shapes = [f"{k} is {tuple(v.shape)}, the model's {tuple(expected[k].shape)}" for k, v in state.items()
+              if k in expected and tuple(getattr(v, 'shape', ())) != tuple(expected[k].shape)]
+    if shapes:
+        problems.append(f"{len(shapes)} wrong shapes: {'; '.join(shapes[:4])}")
+    if problems:
+        raise ValueError(f"{path}: does not fit the {type(model).__name__} model: {'; '.join(problems)}")
+    model.load_state_dict(state)
 
 
 def load_checkpoint(path, trust=False):
     """Read a checkpoint of this project onto the CPU; trust=True allows full unpickling (trusted files only).
 
-    Raises FileNotFoundError("checkpoint not found: PATH") or ValueError("PATH: <what is wrong>").
+    Raises FileNotFoundError("checkpoint not found: PATH") or ValueError("PATH: <what is wrong>"), also for
+    weights that are not finite.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch_load(path, trust)
-    if not isinstance(ckpt, dict) or 'model' not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get('model'), dict):
         found = f"a dict with keys {list(ckpt)[:5]}" if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: not a checkpoint of this project: expected a dict with a 'model' key, "
-                         f"found {found}")
+        raise ValueError(f"{path}: not a checkpoint of this project: expected a dict with a 'model' state "
+                         f"dict, found {found}")
     if ckpt.get('format', CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {ckpt['format']!r}, this code reads format "
                          f"{CHECKPOINT_FORMAT}")
+    check_finite(ckpt['model'], path)
     return ckpt

@@ -30,6 +30,7 @@ import data
 import deploy
 import metrics
 import net
+from deploy import float_between as between, int_at_least as at_least
 from loss import stage_loss
 
 
@@ -44,39 +45,44 @@ def get_args_parser():
     g.add_argument('--fg_dir', '--fgDir', help="foregrounds, for online composition (with --alpha_dir, --bg_dir)")
     g.add_argument('--alpha_dir', '--alphaDir', help="alphas named like the foregrounds")
     g.add_argument('--bg_dir', '--bgDir', help="backgrounds; given, every sample draws a random one (online mode)")
-    g.add_argument('--size_h', type=int, default=320, help="network input size of a training crop")
-    g.add_argument('--size_w', type=int, default=320, help="must equal --size_h")
+    g.add_argument('--size_h', type=at_least(32), default=320, help="network input size of a training crop")
+    g.add_argument('--size_w', type=at_least(32), default=320, help="must equal --size_h")
     g.add_argument('--crop_h', '--crop_sizes', type=_int_list, default=[320, 480, 640],
                    help="crop sizes drawn per sample, comma separated; each crop is resized to size_h")
     g.add_argument('--crop_w', type=_int_list, default=None, help="accepted for old scripts; must equal --crop_h")
-    g.add_argument('--val_fraction', type=float, default=0.05,
+    g.add_argument('--val_fraction', type=between(0, 1, open_high=True), default=0.05,
                    help="share of the foregrounds held out for validation (never their composites)")
-    g.add_argument('--val_per_fg', type=int, default=2, help="validation composites per held-out foreground")
-    g.add_argument('--workers', type=int, default=4, help="data loader processes per training process (one OpenCV "
-                   "thread each)")
+    g.add_argument('--val_per_fg', type=at_least(1), default=2, help="validation composites per held-out foreground")
+    g.add_argument('--workers', type=at_least(0), default=4, help="data loader processes per training process (one "
+                   "OpenCV thread each)")
     g = p.add_argument_group('optimisation (the paper: Adam, lr 1e-5, batch 1, no schedule)')
-    g.add_argument('--batch_size', '--batchSize', type=int, default=1, help="per process")
-    g.add_argument('--lr', type=float, default=1e-5, help="for a batch of one image (see --lr_scale)")
+    g.add_argument('--batch_size', '--batchSize', type=at_least(1), default=1, help="per process")
+    g.add_argument('--lr', type=between(0, math.inf, open_low=True, open_high=True), default=1e-5,
+                   help="for a batch of one image (see --lr_scale)")
     g.add_argument('--lr_scale', default='none', choices=sorted(LR_RULES),
                    help="learning rate for batch B in all (--batch_size x processes): --lr times 1, sqrt(B) or B; "
                    "sqrt is the square-root rule for Adam")
-    g.add_argument('--step', '--lr_step', type=int, default=0, help="divide lr by 10 every this many epochs; 0: never")
-    g.add_argument('--epochs', '--nEpochs', type=int, default=25, help="epochs over the training composites")
-    g.add_argument('--max_iters', type=int, default=0, help="stop after this many steps in all; 0: no limit")
-    g.add_argument('--wl_weight', type=float, default=0.5, help="weight of the alpha loss against the composition loss")
+    g.add_argument('--step', '--lr_step', type=at_least(0), default=0,
+                   help="divide lr by 10 every this many epochs; 0: never")
+    g.add_argument('--epochs', '--nEpochs', type=at_least(1), default=25, help="epochs over the training composites")
+    g.add_argument('--max_iters', type=at_least(0), default=0, help="stop after this many steps in all; 0: no limit")
+    g.add_argument('--wl_weight', type=between(0, 1), default=0.5,
+                   help="weight of the alpha loss against the composition loss")
     g.add_argument('--skip', action='store_true', help="add encoder features to the unpooled decoder maps "
                    "(a variant, not the paper)")
     g.add_argument('--init', default='xavier', choices=['xavier', 'he'],
                    help="initialisation of layers no checkpoint sets; from scratch (no --pretrain) use he (net.py)")
-    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--seed', type=at_least(0), default=0)
     g = p.add_argument_group('checkpoints and validation')
     g.add_argument('--save_dir', '--saveDir', default='runs/stage1', help="latest.pth, best.pth and log.jsonl")
     g.add_argument('--pretrain', help="start from this model (chg_model.py output or an earlier stage)")
     g.add_argument('--resume', help="continue this run: model, optimizer, scaler, step and RNG state")
     g.add_argument('--trust', action='store_true', help="allow full unpickling of --pretrain/--resume files")
-    g.add_argument('--print_freq', '--printFreq', type=int, default=100, help="steps between logged train losses")
-    g.add_argument('--ckpt_save_freq', '--ckptSaveFreq', type=int, default=1, help="epochs between latest.pth saves")
-    g.add_argument('--test_freq', '--testFreq', type=int, default=1, help="epochs between validations")
+    g.add_argument('--print_freq', '--printFreq', type=at_least(1), default=100,
+                   help="steps between logged train losses")
+    g.add_argument('--ckpt_save_freq', '--ckptSaveFreq', type=at_least(1), default=1,
+                   help="epochs between latest.pth saves")
+    g.add_argument('--test_freq', '--testFreq', type=at_least(1), default=1, help="epochs between validations")
     g.add_argument('--test_img_dir', '--testImgDir', help="also score this test set at each validation "
                    "(logged only, never used to pick best.pth)")
     g.add_argument('--test_trimap_dir', '--testTrimapDir')
@@ -84,19 +90,24 @@ def get_args_parser():
     g.add_argument('--test_res_dir', '--testResDir', help="write the test predictions here")
     g.add_argument('--crop_or_resize', default='whole', choices=['whole', 'crop', 'resize'],
                    help="inference method for validation (see deploy.py)")
-    g.add_argument('--max_size', type=int, default=1600, help="longer side above which validation downscales")
+    g.add_argument('--max_size', type=at_least(0), default=1600, help="longer side above which validation downscales")
     g.add_argument('--device', default='auto', help="auto, cpu, cuda, cuda:1, ... (under torchrun: auto, cpu or "
                    "cuda; each process takes the GPU of its LOCAL_RANK)")
-    g.add_argument('--precision', default='auto', choices=deploy.PRECISIONS,
+    g.add_argument('--precision', default='auto', choices=net.PRECISIONS,
                    help="autocast dtype of training and validation; auto: bf16 on GPUs of compute capability 8.0 "
-                   "or more, fp16 with a gradient scaler on older ones, bf16 on CPUs with AMX, fp32 on other CPUs")
+                   "or more, fp16 with a gradient scaler on older ones, bf16 on CPUs with bf16 units (AMX or "
+                   "AVX512-BF16), fp32 on other CPUs")
     g.add_argument('--compile', action='store_true', help="torch.compile the training step's model (validation "
                    "runs uncompiled: its image sizes vary)")
     return p
 
 
 def _int_list(text):
-    return [int(v) for v in text.replace(' ', ',').split(',') if v]
+    """'320,480,640' -> [320, 480, 640]; each a whole number of pixels, at least 1."""
+    values = [int(v) for v in text.replace(' ', ',').split(',') if v]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes of at least 1 pixel, comma separated, not {text!r}")
+    return values
 
 
 # How the learning rate grows with the batch (all processes together), relative to --lr at batch 1. For Adam
@@ -114,12 +125,12 @@ def setup_distributed(device_arg):
     """(rank, world, device); a process group only when torchrun set RANK, each process on the GPU of its
     LOCAL_RANK (nccl) or on the CPU (gloo)."""
     if 'RANK' not in os.environ:
-        return 0, 1, deploy.pick_device(device_arg)
+        return 0, 1, net.pick_device(device_arg)
     if device_arg not in ('auto', 'cpu', 'cuda'):
         raise ValueError(f"--device {device_arg} under torchrun: each process uses the GPU of its LOCAL_RANK; "
                          f"pick the GPUs with CUDA_VISIBLE_DEVICES (e.g. CUDA_VISIBLE_DEVICES=1,2 torchrun ...) "
                          f"and give --device cuda, auto or cpu")
-    device = deploy.pick_device(device_arg)  # refuses 'cuda' without a GPU
+    device = net.pick_device(device_arg)  # refuses 'cuda' without a GPU
     rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
     if device.type == 'cuda':
         device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
@@ -142,7 +153,7 @@ def scaled_lr(lr, rule, batch):
 def build_data(args, world):
     """Training and validation entries, split by foreground, and the training dataset."""
     if args.img_dir:
-        entries = data.read_composite_list(args.img_dir)
+        entries = data.read_composite_list(args.img_dir, need_bg=not args.bg_dir)
     elif args.fg_dir and args.alpha_dir and args.bg_dir:
         entries = data.entries_from_folders(args.fg_dir, args.alpha_dir, args.bg_dir)
     else:
@@ -198,10 +209,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def load_weights(model, path, trust):
     ckpt = net.load_checkpoint(path, trust=trust)
-    try:
-        model.load_state_dict(ckpt['model'])
-    except RuntimeError as e:
-        raise ValueError(f"{path}: does not fit this model: {str(e).splitlines()[0]}") from None
+    net.load_state(model, ckpt['model'], path)
     return ckpt
 
 
@@ -245,7 +253,7 @@ def train_step(model, batch, optimizer, scaler, args, device, dtype):
     waits for the GPU, so the caller does that only now and then)."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     img = batch['img'].contiguous(memory_format=torch.channels_last) if device.type == 'cuda' else batch['img']
-    with deploy.autocast(device, dtype):
+    with net.autocast(device, dtype):
         alpha_ed, alpha_refined = model(img, batch['trimap'], refine=args.stage >= 2)
     loss = stage_loss(alpha_ed, alpha_refined, batch, args.stage, args.wl_weight)
     optimizer.zero_grad(set_to_none=True)
@@ -295,8 +303,34 @@ def predict_sample(model, sample, args, device, dtype):
 
 
 def log_line(path, record):
-    with open(path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+    try:
+        with open(path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+    except OSError as e:
+        raise ValueError(f"{path}: cannot write it ({e.strerror})") from None
+
+
+class ErrorsAsSamples(torch.utils.data.Dataset):
+    """`dataset` whose ValueError (a bad file, named) comes back as the item. A loader worker's exception
+    reaches the main process as a new exception holding the worker's whole traceback as text; a returned
+    exception keeps its one-line message. `collate_or_error` passes it on as the batch."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except ValueError as e:
+            return e
+
+
+def collate_or_error(samples):
+    errors = [s for s in samples if isinstance(s, ValueError)]
+    return errors[0] if errors else torch.utils.data.default_collate(samples)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -308,6 +342,9 @@ def main(argv=None):
         return train(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a write the named checks did not foresee; name the file, not a traceback
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
         return 1
 
 
@@ -321,6 +358,9 @@ def check_args(args):
     for path in (args.resume, args.pretrain):
         if path and not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
+    for flag, folder in (('--save_dir', args.save_dir), ('--test_res_dir', args.test_res_dir)):
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {folder}: a file is in the way of the folder")
     if not (args.pretrain or args.resume) and args.init == 'xavier':
         print("warning: no --pretrain: the whole network starts from Xavier init, whose output is nearly "
               "constant in this 20-layer plain net and learns slowly; use VGG-16 weights (tools/chg_model.py) "
@@ -344,12 +384,14 @@ def train(args):
 
     model = net.DIM(skip=args.skip, init=args.init)
     if args.pretrain:
-        load_weights(model, args.pretrain, args.trust)
+        start = load_weights(model, args.pretrain, args.trust)
+        if args.stage >= 2 and start.get('stage', 0) < 2:  # its refiner never trained: start it as the identity
+            net.init_weights(model.refiner, args.init)
     net.set_stage(model, args.stage)
     model.to(device)
     if device.type == 'cuda':
         model = model.to(memory_format=torch.channels_last)
-    dtype = deploy.pick_precision(args.precision, device)
+    dtype = net.pick_precision(args.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     lr = scaled_lr(args.lr, args.lr_scale, args.batch_size * world)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -365,6 +407,9 @@ def train(args):
     total = args.epochs * steps_per_epoch
     if args.max_iters:
         total = min(total, args.max_iters)
+    if step >= total and main_process:  # say so: a run that does nothing must not look like a finished one
+        print(f"warning: nothing to train: {args.resume} is at step {step} and this run ends at step {total} "
+              f"(--epochs {args.epochs} x {steps_per_epoch} steps, --max_iters {args.max_iters})", file=sys.stderr)
     log_path = os.path.join(args.save_dir, 'log.jsonl')
     if main_process:
         os.makedirs(args.save_dir, exist_ok=True)
@@ -380,14 +425,18 @@ def train(args):
     # One loader for the run: its workers keep their decoded-image caches from epoch to epoch. They are
     # spawned, not forked: a fork after OpenCV has run threads in this process (validation) can hang.
     sampler = EpochSampler(len(dataset), args.seed, rank, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                                         num_workers=args.workers, drop_last=True, pin_memory=device.type == 'cuda',
+    loader = torch.utils.data.DataLoader(ErrorsAsSamples(dataset), batch_size=args.batch_size, sampler=sampler,
+                                         collate_fn=collate_or_error, num_workers=args.workers, drop_last=True,
+                                         pin_memory=device.type == 'cuda',
                                          persistent_workers=args.workers > 0, worker_init_fn=data.worker_init,
                                          multiprocessing_context='spawn' if args.workers > 0 else None)
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
     # The losses since the last read stay on the device: reading one waits for the GPU, so it happens every
     # --print_freq steps and before each validation or save (a non-finite loss is caught there, by window).
     loss_sum, window_start, last_loss, started = torch.zeros((), device=device), step, math.nan, time.time()
+    if main_process and val_samples and args.pretrain:  # the starting point is a candidate for best.pth
+        best_sad = validate(model, val_samples, test_samples, args, device, dtype, step, -1, best_sad, log_path,
+                            save)
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         for group in optimizer.param_groups:
@@ -395,6 +444,8 @@ def train(args):
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=offset * args.batch_size)
         for batch in loader:
+            if isinstance(batch, ValueError):
+                raise batch
             loss_sum += train_step(step_model, batch, optimizer, scaler, args, device, dtype)
             step += 1
             bar.update()
@@ -411,10 +462,10 @@ def train(args):
         if step > window_start:  # the steps since the last read, checked before anything is saved
             last_loss = mean_loss(loss_sum, window_start + 1, step)
         epoch_done, last = step % steps_per_epoch == 0, step >= total
-        if main_process and val_samples and (last or epoch_done and (epoch + 1) % args.test_freq == 0):
+        if main_process and val_samples and (last or (epoch_done and (epoch + 1) % args.test_freq == 0)):
             best_sad = validate(model, val_samples, test_samples, args, device, dtype, step, epoch, best_sad,
                                 log_path, save)
-        if main_process and (last or epoch_done and (epoch + 1) % args.ckpt_save_freq == 0):
+        if main_process and (last or (epoch_done and (epoch + 1) % args.ckpt_save_freq == 0)):
             save('latest.pth', epoch, best_sad)
         if world > 1:
             dist.barrier()

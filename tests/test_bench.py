@@ -39,8 +39,9 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
     for speed in results['speed']['rows']:
         assert speed['gflop'] == pytest.approx(2 * net.count_flops(64, 64, refine=False) / 1e9)
         assert speed['share'] == pytest.approx(speed['gflops'] / speed['matmul_gflops'])
-        for key in ('network_s', 'gflops', 'matmul_gflops', 'share', 'predict_s', 'peak_rss_gib', 'rss_increase_gib'):
+        for key in ('network_s', 'gflops', 'matmul_gflops', 'share', 'predict_s', 'peak_rss_gib'):
             assert speed[key] > 0, key
+        assert speed['rss_increase_gib'] >= 0  # 0 when freed pages were reused (seen once in a full run)
     crop = results['crop']
     assert crop['size'] == 128 and 0.12 < crop['unknown'] < 0.18 and crop['whole_s'] > 0 and crop['crop_s'] > 0
     assert crop['speedup'] == pytest.approx(crop['whole_s'] / crop['crop_s']) and crop['sad_crop_vs_whole'] >= 0
@@ -83,8 +84,8 @@ def test_bad_part_is_one_line_error(capsys):
 
 def test_bench_compares_fp32_with_the_devices_reduced_precision(monkeypatch):
     cpu = torch.device('cpu')
-    assert bench.bench_precisions(cpu) == [torch.float32, torch.bfloat16]  # bf16 is measured even without AMX
+    assert bench.bench_precisions(cpu) == [torch.float32, torch.bfloat16]  # bf16 is measured even where auto would not pick it
     monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: (7, 5))  # a T4
     assert bench.bench_precisions(torch.device('cuda')) == [torch.float32, torch.float16]
-    monkeypatch.setattr(deploy, 'cpu_has_amx', lambda: False)
+    monkeypatch.setattr(net, 'cpu_has_bf16', lambda: False)
     assert bench.bench_precisions(cpu, ['fp32', 'auto']) == [torch.float32]  # auto is fp32 then: listed once

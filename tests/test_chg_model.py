@@ -112,8 +112,9 @@ def test_torchvision_weights_land_in_place(chg_model, tmp_path, capsys):
         else:
             assert torch.equal(model[f'encoder.{name}.weight'], weight)
         assert torch.equal(model[f'encoder.{name}.bias'], bias)
-    for key in ('encoder.conv6_1', 'decoder.deconv5_1', 'decoder.deconv1', 'refiner.refine_pred'):
+    for key in ('encoder.conv6_1', 'decoder.deconv5_1', 'decoder.deconv1', 'refiner.refine_conv1'):
         assert model[key + '.weight'].abs().sum() > 0 and torch.all(model[key + '.bias'] == 0)  # Xavier
+    assert torch.all(model['refiner.refine_pred.weight'] == 0)  # the refinement starts as the identity
     assert net.load_checkpoint(str(out))['stage'] == 0
 
 

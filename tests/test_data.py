@@ -316,3 +316,59 @@ def test_val_dataset_recomposes_like_composite_tool(train_entries):
     assert small['image'].shape == (350, 260, 3) and small['alpha'].shape == small['trimap'].shape == (350, 260)
     with pytest.raises(ValueError, match='no background'):
         data.ValDataset([dict(train_entries[0], bg=None)])
+
+
+def distance_to_other_class(mask):
+    """Euclidean distance of every pixel to the nearest pixel of the other class (mask >= 128 or not)."""
+    fg = (mask >= 128).astype(np.uint8)
+    inside = cv2.distanceTransform(fg, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    outside = cv2.distanceTransform(1 - fg, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.where(fg == 1, inside, outside)
+
+
+def test_mask_trimap_band_is_width_pixels_on_each_side_of_the_boundary():
+    mask = np.zeros((20, 40), np.uint8)
+    mask[:, :17] = 255  # foreground columns 0..16: the boundary lies between columns 16 and 17
+    trimap = data.mask_trimap(mask, 4)
+    assert np.array_equal(np.unique(np.nonzero(trimap == 128)[1]), np.arange(13, 21))  # 4 each side
+    assert np.all(trimap[:, :13] == 255) and np.all(trimap[:, 21:] == 0)
+    yy, xx = np.mgrid[:101, :101]
+    disc = np.where(np.hypot(yy - 50, xx - 47) < 30, 255, 0).astype(np.uint8)
+    distance = distance_to_other_class(disc)  # 1 for a pixel next to the boundary
+    for width in (1, 3, 6, 10):
+        trimap = data.mask_trimap(disc, width)
+        unknown = trimap == 128
+        assert np.all(distance[~unknown] > width) and np.all(distance[unknown] < width + 1)
+        assert np.array_equal(trimap[~unknown], disc[~unknown])  # known regions are exactly the mask
+
+
+def test_mask_trimap_thresholds_soft_masks_at_128():
+    mask = np.tile(np.array([0, 90, 127, 128, 200, 255], np.uint8), (7, 1))  # columns of each value
+    trimap = data.mask_trimap(np.repeat(mask, 9, axis=1), 2)
+    assert trimap[0, 0] == 0 and trimap[0, -1] == 255
+    unknown_columns = np.unique(np.nonzero(trimap == 128)[1])
+    assert np.array_equal(unknown_columns, np.arange(27 - 2, 27 + 2))  # boundary between 127 and 128
+
+
+def test_band_pixels_in_pixels_or_percent_of_the_longer_side():
+    assert data.band_pixels(20, (600, 800)) == 20 and data.band_pixels('7', (10, 10, 3)) == 7
+    assert data.band_pixels('2%', (600, 800)) == 16 and data.band_pixels('2%', (1600, 1200)) == 32
+    assert data.band_pixels('0.01%', (50, 50)) == 1  # never a band of no pixels
+    for bad in ('abc', '0', '-3', '2.5', '%', '0%'):
+        with pytest.raises(ValueError, match='band'):
+            data.band_pixels(bad, (100, 100))
+    # a relative band scales with the image: the same mask at twice the size gets twice the band
+    mask = np.zeros((50, 80), np.uint8)
+    mask[:, :40] = 255
+    big = cv2.resize(mask, (160, 100), interpolation=cv2.INTER_NEAREST)
+    small_band = (data.mask_trimap(mask, data.band_pixels('5%', mask.shape)) == 128).sum(axis=1)
+    big_band = (data.mask_trimap(big, data.band_pixels('5%', big.shape)) == 128).sum(axis=1)
+    assert small_band[0] == 8 and big_band[0] == 16
+
+
+def test_write_png_keeps_the_alpha_channel_of_rgba(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    data.write_png(str(tmp_path / 'a.png'), rgba)
+    bgra = cv2.imread(str(tmp_path / 'a.png'), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(bgra, rgba[:, :, [2, 1, 0, 3]])
+    assert np.array_equal(data.read_image(str(tmp_path / 'a.png')), rgba[:, :, :3])

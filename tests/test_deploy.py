@@ -14,7 +14,9 @@ import net
 @pytest.fixture(scope='module')
 def model():
     torch.manual_seed(0)
-    return net.DIM().eval()
+    model = net.DIM().eval()
+    torch.nn.init.xavier_uniform_(model.refiner.refine_pred.weight)  # a trained refiner changes the alpha
+    return model
 
 
 class Counting(torch.nn.Module):
@@ -259,18 +261,18 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     for capability, expected in (((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
                                  ((9, 0), torch.bfloat16)):
         monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None, c=capability: c)
-        assert deploy.pick_precision('auto', cuda) == expected, capability
+        assert net.pick_precision('auto', cuda) == expected, capability
     for amx, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(deploy, 'cpu_has_amx', lambda amx=amx: amx)
-        assert deploy.pick_precision('auto', cpu) == expected
+        monkeypatch.setattr(net, 'cpu_has_bf16', lambda has=amx: has)
+        assert net.pick_precision('auto', cpu) == expected
     # a choice overrides the hardware, except fp16, which the CPU does not run
-    assert deploy.pick_precision('bf16', cpu) == torch.bfloat16
-    assert deploy.pick_precision('fp32', cuda) == torch.float32
-    assert deploy.pick_precision('fp16', cuda) == torch.float16
+    assert net.pick_precision('bf16', cpu) == torch.bfloat16
+    assert net.pick_precision('fp32', cuda) == torch.float32
+    assert net.pick_precision('fp16', cuda) == torch.float16
     with pytest.raises(ValueError, match='fp16'):
-        deploy.pick_precision('fp16', cpu)
+        net.pick_precision('fp16', cpu)
     with pytest.raises(ValueError, match='fp8'):
-        deploy.pick_precision('fp8', cpu)
+        net.pick_precision('fp8', cpu)
 
 
 def test_bf16_prediction_is_float32_and_close_to_fp32(model):
@@ -296,3 +298,158 @@ def test_cli_refuses_fp16_on_the_cpu(model, tmp_path, capsys):
     assert 'fp16' in err and len(err.strip().splitlines()) == 1
     assert deploy.main(argv + ['--precision', 'bf16']) == 0
     assert 'bfloat16' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ masks, cutouts, single files
+
+def make_checkpoint(model, path, stage=1):
+    net.save_checkpoint({'format': 1, 'model': model.state_dict(), 'stage': stage, 'step': 0}, path)
+    return str(path)
+
+
+def disc_mask(h, w):
+    yy, xx = np.mgrid[:h, :w]
+    return np.where(np.hypot(yy - h / 2, xx - w / 2) < min(h, w) / 3, 255, 0).astype(np.uint8)
+
+
+def test_read_mask_refuses_bad_masks_naming_the_file(tmp_path):
+    mask = disc_mask(24, 32)
+    cases = {'empty.png': np.zeros_like(mask), 'full.png': np.full_like(mask, 255),
+             'colour.png': np.dstack([mask, np.zeros_like(mask), 255 - mask])}
+    for name, array in cases.items():
+        write(tmp_path / name, array)
+    for name, what in (('empty.png', 'the mask is empty'), ('full.png', 'the mask is all foreground'),
+                       ('colour.png', 'expected a grayscale mask, found colour')):
+        with pytest.raises(ValueError, match=re.escape(name) + ': ' + what):
+            deploy.read_mask(str(tmp_path / name))
+    write(tmp_path / 'gray_as_colour.png', np.dstack([mask] * 3))  # accepted, like a gray trimap saved as RGB
+    write(tmp_path / 'sixteen.png', mask.astype(np.uint16) * 257)
+    for name in ('gray_as_colour.png', 'sixteen.png'):
+        assert np.array_equal(deploy.read_mask(str(tmp_path / name)), mask)
+
+
+def test_cli_with_masks_reports_bad_masks_and_writes_the_others(model, tmp_path, capsys):
+    img_dir, mask_dir, out_dir = tmp_path / 'image', tmp_path / 'mask', tmp_path / 'out'
+    img_dir.mkdir()
+    mask_dir.mkdir()
+    image, _ = make_sample(40, 56)
+    mask = disc_mask(40, 56)
+    bad = {'empty': np.zeros_like(mask), 'full': np.full_like(mask, 255), 'small': mask[:32, :48],
+           'colour': np.dstack([mask, np.zeros_like(mask), 255 - mask])}
+    for name, array in dict(good=mask, **bad).items():
+        write(img_dir / f'{name}.png', image[:, :, ::-1])
+        write(mask_dir / f'{name}.png', array)
+    ckpt = make_checkpoint(model, tmp_path / 'ckpt.pth')
+    rc = deploy.main(['--img_dir', str(img_dir), '--mask_dir', str(mask_dir), '--band', '3', '--resume', ckpt,
+                      '--save_dir', str(out_dir), '--device', 'cpu'])
+    err = capsys.readouterr().err
+    assert rc == 1 and sorted(os.listdir(out_dir)) == ['good.png']
+    for name, what in (('empty', 'the mask is empty'), ('full', 'the mask is all foreground'),
+                       ('small', 'mask is 48x32 but the image is 56x40'), ('colour', 'expected a grayscale mask')):
+        assert re.search(r'error: \S*[/\\]' + name + r'\.png: ' + what, err), (name, err)
+    matte = cv2.imread(str(out_dir / 'good.png'), cv2.IMREAD_UNCHANGED)
+    trimap = data.mask_trimap(mask, 3)  # known regions come from the mask's trimap with the asked band
+    assert np.all(matte[trimap == 255] == 255) and np.all(matte[trimap == 0] == 0)
+    assert np.any((matte > 0) & (matte < 255)) and np.all(trimap[(matte > 0) & (matte < 255)] == 128)
+
+
+def test_estimated_foreground_is_closer_than_the_composite_colours():
+    h, w = 64, 64
+    yy, xx = np.mgrid[:h, :w]
+    fg = np.dstack([180 + 40 * np.sin(xx / 9), 60 + 30 * np.cos(yy / 7), np.full((h, w), 40.0)])
+    bg = np.dstack([np.full((h, w), 20.0), 90 + 60 * np.sin((xx + yy) / 5), 200 + 40 * np.cos(xx / 4)])
+    fg, bg = np.round(fg).astype(np.uint8), np.round(bg).astype(np.uint8)
+    alpha = np.clip((24 - np.hypot(yy - 32, xx - 32)) / 12, 0, 1)  # a soft ring 12 pixels wide
+    alpha8 = np.round(alpha * 255).astype(np.uint8)
+    image = np.round(data.compose(fg, bg, alpha8)).astype(np.uint8)
+    estimate = deploy.estimate_foreground(image, alpha8 / 255)
+    part = (alpha8 > 0) & (alpha8 < 255)
+    error_estimate = np.abs(estimate[part].astype(float) - fg[part]).mean()
+    error_composite = np.abs(image[part].astype(float) - fg[part]).mean()
+    assert error_estimate < 0.5 * error_composite, (error_estimate, error_composite)
+
+
+def test_parse_color_and_fit_new_background():
+    assert deploy.parse_color('#00ff00') == (0, 255, 0) == deploy.parse_color('0, 255, 0')
+    assert deploy.parse_color('FF8000') == (255, 128, 0)
+    for text in ('beach.jpg', '0,256,0', '#00ff0', '1,2'):
+        assert deploy.parse_color(text) is None
+    assert np.all(deploy.fit_new_background((1, 2, 3), 5, 7) == np.array([1, 2, 3]))
+    wide = np.zeros((10, 40, 3), np.uint8)
+    wide[:, 15:25] = 255  # a white stripe in the middle of a wide background
+    fitted = deploy.fit_new_background(wide, 20, 20)  # scaled 2x to cover 20 rows, the centre cut out
+    assert fitted.shape == (20, 20, 3)
+    assert np.all(fitted[:, 1:19] == 255) and np.all(fitted[:, :0] == 0)
+    assert deploy.fit_new_background(wide, 5, 10).shape == (5, 10, 3)  # shrunk as well
+
+
+def test_single_file_cli_writes_matte_cutout_and_composite(model, tmp_path, capsys):
+    image, _ = make_sample(40, 56)
+    mask = disc_mask(40, 56)
+    write(tmp_path / 'photo.jpg', image[:, :, ::-1])
+    write(tmp_path / 'my mask.png', mask)
+    ckpt = make_checkpoint(model, tmp_path / 'ckpt.pth')
+    out = tmp_path / 'result'
+    rc = deploy.main([str(tmp_path / 'photo.jpg'), '--mask', str(tmp_path / 'my mask.png'), '--resume', ckpt,
+                      '-o', str(out / 'matte.png'), '--cutout', str(out / 'cut.png'), '--new_bg', '#00ff00',
+                      '--composite', str(out / 'green.png'), '--device', 'cpu'])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ['cut.png', 'green.png', 'matte.png']
+    matte = cv2.imread(str(out / 'matte.png'), cv2.IMREAD_UNCHANGED)
+    cutout = cv2.imread(str(out / 'cut.png'), cv2.IMREAD_UNCHANGED)
+    assert cutout.shape == (40, 56, 4) and np.array_equal(cutout[:, :, 3], matte)  # the matte is its alpha
+    green = data.read_image(str(out / 'green.png'))
+    assert np.array_equal(green, deploy.composite_on(cutout[:, :, 2::-1], matte, deploy.fit_new_background(
+        (0, 255, 0), 40, 56)))
+    assert np.all(green[matte == 0] == [0, 255, 0]) and np.any(matte == 0)
+    # the other spellings: --img / --trimap files with --out a folder: FOLDER/stem.png
+    write(tmp_path / 'tri.png', data.mask_trimap(mask, 4))
+    rc = deploy.main(['--img', str(tmp_path / 'photo.jpg'), '--trimap', str(tmp_path / 'tri.png'), '--resume',
+                      ckpt, '--out', str(tmp_path / 'folder'), '--device', 'cpu'])
+    assert rc == 0 and os.listdir(tmp_path / 'folder') == ['photo.png']
+
+
+def test_single_file_cli_refuses_confusing_outputs(model, tmp_path, capsys):
+    image, trimap = make_sample(24, 32)
+    write(tmp_path / 'a.png', image)
+    write(tmp_path / 't.png', trimap)
+    ckpt = make_checkpoint(model, tmp_path / 'ckpt.pth')
+    base = ['--trimap', str(tmp_path / 't.png'), '--resume', ckpt, '--device', 'cpu']
+    cases = [([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'm.jpg')], 'outputs are PNG'),
+             ([str(tmp_path / 'a.png'), '-o', str(tmp_path / 't.png')], 'is the --trimap_dir file'),
+             ([str(tmp_path / 'a.png'), '-o', str(tmp_path / 'x.png'), '--cutout', str(tmp_path / 'x.png')],
+              'one would overwrite the other'),
+             ([str(tmp_path / 'a.png'), '--img', str(tmp_path / 'a.png')], 'give one'),
+             ([str(tmp_path / 'a.png'), '--new_bg', '#000000'], '--new_bg and --composite_dir go together'),
+             ([str(tmp_path / 'a.png'), '--mask', str(tmp_path / 't.png'), '--band', 'wide'], 'band'),
+             ([str(tmp_path / 'nothing.png')], 'no such file or folder')]
+    for argv, what in cases:
+        argv = argv + [a for a in base if not (argv.count('--mask') and a.endswith('t.png'))]
+        if '--mask' in argv:
+            argv.remove('--trimap')
+        assert deploy.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and what in err, (argv, err)
+    # folder of images with a file as output or as trimap
+    (tmp_path / 'images').mkdir()
+    write(tmp_path / 'images' / 'a.png', image)
+    assert deploy.main(['--img_dir', str(tmp_path / 'images'), '--trimap', str(tmp_path / 't.png'),
+                        '--resume', ckpt, '--device', 'cpu']) == 2
+    assert 'the images are a folder' in capsys.readouterr().err
+    assert deploy.main(['--img_dir', str(tmp_path / 'images'), '--trimap_dir', str(tmp_path), '-o',
+                        str(tmp_path / 'out.png'), '--resume', ckpt, '--device', 'cpu']) == 2
+    assert 'this must be a folder' in capsys.readouterr().err
+
+
+def test_cutouts_without_pymatting_fail_in_one_line(model, tmp_path, capsys, monkeypatch):
+    import sys
+    image, trimap = make_sample(24, 32)
+    write(tmp_path / 'a.png', image)
+    write(tmp_path / 't.png', trimap)
+    monkeypatch.setitem(sys.modules, 'pymatting', None)  # import pymatting now raises ImportError
+    rc = deploy.main([str(tmp_path / 'a.png'), '--trimap', str(tmp_path / 't.png'), '--resume',
+                      make_checkpoint(model, tmp_path / 'ckpt.pth'), '--cutout', str(tmp_path / 'c.png'),
+                      '-o', str(tmp_path / 'm.png'), '--device', 'cpu'])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count('\n') == 1 and 'pip install pymatting' in err
+    assert not os.path.exists(tmp_path / 'm.png')  # failed before any work

@@ -129,8 +129,18 @@ def test_set_stage(model):
         net.set_stage(m, 4)
 
 
+def test_untrained_refiner_returns_the_encoder_decoder_alpha():
+    m = net.DIM(init='he')
+    img, trimap = inputs(64, 64)
+    with torch.no_grad():
+        alpha_ed, alpha_refined = m(img, trimap)
+    assert alpha_ed.std() > 0
+    assert torch.equal(alpha_ed, alpha_refined)
+
+
 def test_stage_2_backward_reaches_only_the_refiner():
     m = net.DIM()
+    nn.init.xavier_uniform_(m.refiner.refine_pred.weight)  # as after a step: zero weights pass no gradient back
     net.set_stage(m, 2)
     img, trimap = inputs(32, 36)
     alpha_ed, alpha_refined = m(img, trimap)

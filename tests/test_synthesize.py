@@ -127,3 +127,28 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert synthesize.main(['--out', str(tmp_path), '--size', '1', '2', '3']) != 0
     with pytest.raises(SystemExit):
         synthesize.main(['--out', str(tmp_path), '--num_train', '3'])  # no abbreviations
+
+
+def test_most_foregrounds_are_opaque_subjects():
+    rng = np.random.default_rng(0)
+    opaque = 0
+    for kind in synthesize.KINDS:
+        _, alpha = synthesize.make_foreground(rng, 96, 96, kind)
+        opaque += (alpha == 255).mean() > 0.05  # a solid body, not only glass, smoke or a net
+    assert opaque >= 0.6 * len(synthesize.KINDS)
+
+
+def test_photographs_texture_foregrounds_and_backgrounds(tmp_path):
+    magenta = np.zeros((120, 150, 3), np.uint8) + np.array([255, 0, 255], np.uint8)
+    data.write_png(str(tmp_path / 'photos' / 'magenta.png'), magenta)
+
+    def magenta_share(photo_dir):
+        out = tmp_path / photo_dir.replace('/', '_')
+        assert synthesize.main(['--out', str(out), '--workers', '1', '--photo_dir', photo_dir] + TINY) == 0
+        images = [data.read_image(os.path.join(out, 'train', sub, name)).astype(int)
+                  for sub in ('fg', 'bg') for name in data.list_images(os.path.join(out, 'train', sub))]
+        near = [(np.abs(im - [255, 0, 255]).max(axis=2) < 90).mean() for im in images]
+        return np.mean(near)
+
+    assert magenta_share(str(tmp_path / 'photos')) > 0.3
+    assert magenta_share('none') < 0.05

@@ -97,6 +97,25 @@ def test_stage_2_trains_only_the_refiner(tiny_set, tmp_path):
     assert not torch.equal(before['refiner.refine_pred.weight'], after['refiner.refine_pred.weight'])
 
 
+def test_stage_2_starts_exactly_at_the_stage_1_matte(tiny_set, tmp_path):
+    val = ('--val_fraction', '0.25', '--val_per_fg', '1')
+    assert train.main(run_args(tiny_set, tmp_path / 's1', '--max_iters', '3', *val)) == 0
+    start = torch.load(tmp_path / 's1' / 'latest.pth', weights_only=True)
+    torch.nn.init.normal_(start['model']['refiner.refine_pred.weight'])  # a refiner drawn at random (mmagic's)
+    torch.save(start, tmp_path / 'start.pth')
+    assert train.main(run_args(tiny_set, tmp_path / 's2', '--stage', '2', '--max_iters', '3', '--lr', '1e-3',
+                               '--pretrain', str(tmp_path / 'start.pth'), *val)) == 0
+
+    def validations(folder):
+        with open(folder / 'log.jsonl') as f:
+            return [r for r in map(json.loads, f) if 'val' in r]
+
+    stage1, stage2 = validations(tmp_path / 's1'), validations(tmp_path / 's2')
+    assert stage2[0]['step'] == 0 and stage2[0]['val'] == stage1[-1]['val']  # refined == stage-1 alpha
+    best = torch.load(tmp_path / 's2' / 'best.pth', weights_only=True)['best_sad']
+    assert best == min(r['val']['sad'] for r in stage2) <= stage1[-1]['val']['sad']
+
+
 def test_validation_writes_best_and_a_json_line(tiny_set, tmp_path):
     # 3 training composites an epoch: validation after epoch 1, then a loader worker goes on loading
     assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '4', '--val_fraction', '0.25',

@@ -123,21 +123,21 @@ def matmul_gflops(device, dtype=torch.float32, n=2048, repeats=3):
 
 
 def bench_precisions(device, names=None):
-    """The precisions (deploy.PRECISIONS names) the speed and train parts compare; None: fp32 and the
+    """The precisions (net.PRECISIONS names) the speed and train parts compare; None: fp32 and the
     reduced one of the device, side by side: on a GPU auto's (bf16, fp16 before compute capability 8.0), on
-    the CPU bf16 (what auto picks where the CPU has AMX, measured here wherever the run is)."""
+    the CPU bf16 (what auto picks where the CPU has bf16 units, measured here wherever the run is)."""
     if names is None:
         names = ['fp32', 'auto' if device.type == 'cuda' else 'bf16']
     dtypes = []
     for name in names:
-        dtype = deploy.pick_precision(name, device)
+        dtype = net.pick_precision(name, device)
         if dtype not in dtypes:
             dtypes.append(dtype)
     return dtypes
 
 
 def dtype_name(dtype):
-    return {v: k for k, v in deploy.DTYPES.items()}[dtype]
+    return {v: k for k, v in net.DTYPES.items()}[dtype]
 
 
 def matmul_size(device, quick):
@@ -199,7 +199,7 @@ def speed_one(size, device, dtype, repeats, budget, matmul_n):
     runs = []
     for _ in range(passes):
         before = matmul_gflops(device, dtype, matmul_n)
-        with torch.inference_mode(), deploy.autocast(device, dtype):
+        with torch.inference_mode(), net.autocast(device, dtype):
             sync(device)
             t = time.perf_counter()
             model(img, trimap_t, refine=False)
@@ -706,7 +706,7 @@ def get_args_parser():
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
-        device = deploy.pick_device(args.device)
+        device = net.pick_device(args.device)
         dtypes = bench_precisions(device, args.precisions and [x.strip() for x in args.precisions.split(',')])
         parts = [x.strip() for x in args.parts.split(',') if x.strip()]
         unknown = [x for x in parts if x not in PARTS]

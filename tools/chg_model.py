@@ -29,7 +29,7 @@ TORCHVISION_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 # Frossard's model takes RGB pixels in 0..255 minus this mean (his vgg16.py and post say so); ours takes
 # (pixel / 255 - IMAGENET_MEAN) / IMAGENET_STD. conv1_1 is rescaled so that both give the same output.
 FROSSARD_MEAN = (123.68, 116.779, 103.939)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the same numbers as data.py; repeated so this tool needs only torch
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the same numbers as data.py, beside the conversion that uses them
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -225,6 +225,7 @@ def main(argv=None):
             else:
                 path, layers = TORCHVISION_URL, vgg_from_torchvision(download_vgg(), TORCHVISION_URL)
             ckpt, copied = vgg_checkpoint(layers, path, os.path.basename(path), args.seed)
+        net.check_finite(ckpt['model'], args.mmagic or path)  # refused by every loader: refuse to write it
         net.save_checkpoint(ckpt, args.out)
     except (ValueError, OSError) as e:
         print(f"chg_model: error: {e}", file=sys.stderr)

@@ -20,9 +20,9 @@ Output (OUT = --out_dir):
     OUT/composites.csv             name,fg,alpha,bg of every finished composite, paths relative to OUT:
                                    training recomposes crops from it (data.read_composite_list)
 Every file is written whole or not at all, and a rerun skips composites whose files exist, so an
-interrupted run resumes. A bad input (a listed file that is missing, an unreadable image, an alpha or
-trimap whose size differs from its foreground) is reported on one line by name, the rest goes on, and
-the exit status is 1.
+interrupted run resumes. A bad input (a listed file that is missing, an unreadable or truncated image, two
+alphas or trimaps with the foreground's stem, an alpha or trimap whose size differs from its foreground, an
+output that cannot be written) is reported on one line by name, the rest goes on, and the exit status is 1.
 """
 import argparse
 import importlib.util
@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import data  # noqa: E402
+from deploy import int_at_least  # noqa: E402
 
 
 def get_args_parser():
@@ -49,7 +50,7 @@ def get_args_parser():
                         "without it every image of --fg_dir in sorted order")
     parser.add_argument('--bg_names', help="background file names, num_bg a foreground in order (Adobe's "
                         "*_bg_names.txt); without it the images of --bg_dir in sorted order, cycling")
-    parser.add_argument('--num_bg', type=int, default=100,
+    parser.add_argument('--num_bg', type=int_at_least(1), default=100,
                         help='backgrounds per foreground (Adobe: 100 train, 20 test)')
     parser.add_argument('--trimap_dir', help="the foregrounds' trimaps (test set), copied per composite")
     parser.add_argument('--copy_alpha', action='store_true', default=None,
@@ -60,30 +61,33 @@ def get_args_parser():
                         default='pillow' if importlib.util.find_spec('PIL') else 'opencv',
                         help="bicubic upscaling of small backgrounds: Pillow's is the dataset script's own (use it "
                         "for test sets, `pip install pillow`); OpenCV's differs by a few levels")
-    parser.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='worker processes')
+    parser.add_argument('--workers', type=int_at_least(1), default=os.cpu_count() or 1, help='worker processes')
     return parser
 
 
 def read_names(path):
-    """Non-empty lines of a name list, stripped."""
-    try:
-        with open(path) as f:
-            return [line.strip() for line in f if line.strip()]
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    """Non-empty lines of a name list (UTF-8), stripped."""
+    return [line.strip() for line in data.read_text(path).splitlines() if line.strip()]
 
 
-def find_by_name(folder, name, stems):
-    """`folder/name`, else the file of `folder` with the same stem, else None."""
+def find_by_name(folder, name, files, what):
+    """(`folder/name`, else the file of `folder` with the same stem, None) or (None, why not) for the
+    foreground `name`; `files` is data.files_by_stem(folder)."""
     path = os.path.join(folder, name)
-    return path if os.path.isfile(path) else stems.get(os.path.splitext(name)[0])
+    if os.path.isfile(path):
+        return path, None
+    stem = os.path.splitext(name)[0]
+    found, clashes = files
+    if stem in clashes:
+        return None, f"foreground {name}: no single {what}: {clashes[stem]}"
+    if stem not in found:
+        return None, f"foreground {name}: no {what} named like it in {folder}"
+    return found[stem], None
 
 
 def plan(args):
     """(jobs, problems, failed): one job per foreground with its (i, bg path) pairs; a line for each input
     that is missing; the number of composites that cannot be made because of them."""
-    if args.num_bg < 1:
-        raise ValueError(f"--num_bg must be at least 1, got {args.num_bg}")
     for flag in ('fg_dir', 'alpha_dir', 'bg_dir', 'trimap_dir'):
         folder = getattr(args, flag)
         if folder is not None and not os.path.isdir(folder):
@@ -109,22 +113,18 @@ def plan(args):
     if twice:
         raise ValueError(f"foregrounds share a stem, so their composites would share names: {', '.join(twice)}")
 
-    def by_stem(folder):
-        return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in data.list_images(folder)} if folder else {}
-
-    alpha_stems, trimap_stems = by_stem(args.alpha_dir), by_stem(args.trimap_dir)
+    alpha_files = data.files_by_stem(args.alpha_dir)
+    trimap_files = data.files_by_stem(args.trimap_dir) if args.trimap_dir else None
     bg_list = args.bg_names or args.bg_dir
     jobs, problems, failed = [], [], 0
     for k, (name, stem) in enumerate(zip(fg_names, stems)):
         fg = os.path.join(args.fg_dir, name)
-        alpha = find_by_name(args.alpha_dir, name, alpha_stems)
-        trimap = find_by_name(args.trimap_dir, name, trimap_stems) if args.trimap_dir else None
+        alpha, no_alpha = find_by_name(args.alpha_dir, name, alpha_files, 'alpha')
+        trimap, no_trimap = find_by_name(args.trimap_dir, name, trimap_files, 'trimap') if args.trimap_dir \
+            else (None, None)
         missing = [f"foreground {fg}: file not found" + (f" (listed in {args.fg_names})" if args.fg_names else '')
                    ] if not os.path.isfile(fg) else []
-        if alpha is None:
-            missing.append(f"foreground {name}: no alpha named like it in {args.alpha_dir}")
-        if args.trimap_dir and trimap is None:
-            missing.append(f"foreground {name}: no trimap named like it in {args.trimap_dir}")
+        missing += [m for m in (no_alpha, no_trimap) if m]
         if missing:
             problems += [f"{m} ({args.num_bg} composites of {stem} not made)" for m in missing]
             failed += args.num_bg
@@ -201,6 +201,8 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     copy_alpha = bool(args.trimap_dir) if args.copy_alpha is None else args.copy_alpha
     try:
+        if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+            raise ValueError(f"--out_dir {args.out_dir}: a file is in the way of the folder")
         jobs, problems, failed = plan(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -227,7 +229,11 @@ def main(argv=None):
         if pool:
             pool.terminate()
     rows = [row for index in sorted(results) for row in results[index]]
-    data.write_composite_list(os.path.join(args.out_dir, data.COMPOSITE_LIST), rows)
+    try:
+        data.write_composite_list(os.path.join(args.out_dir, data.COMPOSITE_LIST), rows)
+    except ValueError as e:  # the composites on disk stay; a rerun writes the list
+        print(f"error: {e}", file=sys.stderr)
+        problems.append(str(e))
     failed += sum(sizes.values()) - len(rows)
     print(f"{len(rows)} composites in {args.out_dir} ({written} written now, {len(rows) - written} already there; "
           f"backgrounds upscaled with {args.resize})"

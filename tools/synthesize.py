@@ -1,10 +1,12 @@
 """Generate a synthetic matting dataset with the hard cases of real matting, from nothing.
 
-Foregrounds are compositions of primitives on a transparent canvas: solid textured objects with
-anti-aliased edges (sometimes with holes), hair and fur (thin curved strands drawn supersampled, so
-their alpha is fractional), semi-transparent veils, glass and smoke, nets and lace, motion blur.
-Backgrounds are generated (noise, gradients, shapes, stripes, wires, blur) or copied from a folder
-of photographs (--bg_dir). The output has the layout of the Adobe set that tools/composite.py reads:
+Foregrounds are compositions of primitives on a transparent canvas. Like Composition-1k's, seven in ten are
+opaque subjects (bodies with anti-aliased edges, sometimes holes, hair and fur: thin curved strands drawn
+supersampled, so their alpha is fractional) and the rest transparent (glass, veils, smoke, nets and lace).
+Bodies are textured with photographs (--photo_dir; scikit-image's bundled ones by default) or generated
+colour fields. Backgrounds are cut from those photographs, generated (noise, gradients, shapes, stripes,
+wires, blur), or copied whole from a folder (--bg_dir). The output has the layout of the Adobe set that
+tools/composite.py reads:
 
     OUT/train/{fg,alpha,bg}/  OUT/train/fg_names.txt  OUT/train/bg_names.txt  (num_bg bg names per fg)
     OUT/test/{fg,alpha,bg,trimap}/  OUT/test/fg_names.txt  OUT/test/bg_names.txt
@@ -15,6 +17,7 @@ seeded with (seed, split, stream, index), so the files do not depend on --worker
     python tools/synthesize.py --out data/synth
 """
 import argparse
+import functools
 import multiprocessing
 import os
 import shutil
@@ -31,7 +34,14 @@ import data  # noqa: E402
 
 SPLITS = {'train': 0, 'test': 1}
 FG_STREAM, BG_STREAM, PHOTO_STREAM = 0, 1, 2
-KINDS = ('hair', 'fur', 'glass', 'net', 'smoke', 'solid')  # foreground i mainly shows KINDS[i % 6]
+# Foreground i mainly shows KINDS[i % 10]: like Composition-1k, mostly opaque subjects whose hair, fur, holes
+# and edges make a fractional band along the boundary (7 in 10), and a minority of transparent ones.
+KINDS = ('hair', 'fur', 'solid', 'glass', 'hair', 'fur', 'net', 'solid', 'hair', 'smoke')
+OPAQUE_KINDS = ('hair', 'fur', 'solid')
+# Colour photographs bundled with scikit-image (public domain or CC0 per skimage.data, except the Middlebury
+# motorcycle), used as textures and backgrounds when no --photo_dir is given and scikit-image is installed.
+SKIMAGE_PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'hubble_deep_field.jpg', 'ihc.png',
+                  'motorcycle_left.png', 'motorcycle_right.png', 'retina.jpg', 'rocket.jpg')
 SS_SHAPE = 4  # supersampling of solid shapes
 SS_FINE = 8  # supersampling of strands and nets
 HAIR_COLORS = np.array([(25, 20, 18), (60, 40, 28), (110, 75, 45), (140, 70, 40), (200, 170, 120),
@@ -86,6 +96,34 @@ def color_field(rng, h, w, base):
             mix *= rng.uniform(0.3, 0.9)
         field = field * (1 - mix[:, :, None]) + other * mix[:, :, None]
     return np.clip(field, 0, 255).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def load_photo(path):
+    return data.read_image(path).astype(np.float32)
+
+
+def photo_crop(rng, path, h, w):
+    """An h x w float32 window of the photograph at `path`, at a random zoom (1 to 3 times the scale at
+    which the photograph just covers h x w), flipped at random."""
+    photo = load_photo(path)
+    ph, pw = photo.shape[:2]
+    scale = max(h / ph, w / pw) * np.exp(rng.uniform(0, np.log(3)))  # output px per photo px
+    sh, sw = min(ph, h / scale), min(pw, w / scale)  # the window in photo px
+    y, x = rng.uniform(0, ph - sh), rng.uniform(0, pw - sw)
+    window = photo[int(y):int(np.ceil(y + sh)), int(x):int(np.ceil(x + sw))]
+    out = cv2.resize(window, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out[:, ::-1] if rng.random() < 0.5 else out)
+
+
+def texture(rng, h, w, base, photos):
+    """The colour of a layer: a photograph's texture (7 times in 10 when `photos` is not empty), colour-jittered,
+    or a generated field around `base` (`color_field`)."""
+    if photos and rng.random() < 0.7:
+        field = photo_crop(rng, photos[rng.integers(len(photos))], h, w)
+        field = field * (1 + 0.15 * rng.standard_normal(3)) + rng.normal(0, 12, 3)
+        return np.clip(field, 0, 255).astype(np.float32)
+    return color_field(rng, h, w, base)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,8 +410,9 @@ def fg_size(rng, size):
     return (long, short) if rng.random() < 0.6 else (short, long)
 
 
-def make_foreground(rng, h, w, kind, near_color=None):
+def make_foreground(rng, h, w, kind, near_color=None, photos=()):
     """One foreground of the given kind (see KINDS) -> (fg uint8 H x W x 3, alpha uint8 H x W).
+    `photos`: paths of photographs for the textures of its bodies (`texture`).
 
     Layers (alpha, colour) are stacked with the over operator; the colour of the result is the
     un-premultiplied stack, extended by the bottom layer's colour where alpha is 0."""
@@ -386,7 +425,7 @@ def make_foreground(rng, h, w, kind, near_color=None):
         body = solid_body(rng, h, w, holes=rng.random() < (0.7 if kind == 'solid' else 0.15))
         if rng.random() < 0.15:  # out of focus
             body = cv2.GaussianBlur(body, (0, 0), rng.uniform(0.7, 2))
-        layers.append((body, color_field(rng, h, w, pick())))
+        layers.append((body, color_field(rng, h, w, pick()) if close else texture(rng, h, w, pick(), photos)))
     if kind == 'smoke':
         grey = rng.uniform(90, 240) + rng.normal(0, 12, 3) if not close else pick()
         layer = (smoke(rng, h, w), color_field(rng, h, w, grey))
@@ -413,7 +452,7 @@ def make_foreground(rng, h, w, kind, near_color=None):
             layers.append((alpha, tint * (1 - highlight[:, :, None]) + 245 * highlight[:, :, None]))
         else:
             layers.append((veil(rng, h, w), color_field(rng, h, w, random_color(rng) * 0.4 + 140)))
-    elif rng.random() < 0.15:
+    elif rng.random() < (0.05 if kind in OPAQUE_KINDS else 0.15):
         layers.append((veil(rng, h, w), color_field(rng, h, w, random_color(rng) * 0.4 + 140)))
 
     total = np.zeros((h, w), np.float32)
@@ -421,7 +460,7 @@ def make_foreground(rng, h, w, kind, near_color=None):
     for alpha, color in layers:
         premult = alpha[:, :, None] * color + (1 - alpha[:, :, None]) * premult
         total = alpha + (1 - alpha) * total
-    if rng.random() < (0.5 if kind == 'solid' else 0.12):
+    if rng.random() < 0.12:
         kernel = motion_kernel(rng, max(h, w) * rng.uniform(0.008, 0.05))
         premult = cv2.filter2D(premult, -1, kernel, borderType=cv2.BORDER_REPLICATE)
         total = cv2.filter2D(total, -1, kernel, borderType=cv2.BORDER_REPLICATE)
@@ -489,6 +528,15 @@ def make_background(rng, h, w):
     return np.clip(canvas + grain, 0, 255).astype(np.uint8)
 
 
+def photo_background(rng, path, h, w):
+    """A background cut from a photograph (`photo_crop`), often out of focus, with sensor grain."""
+    image = photo_crop(rng, path, h, w)
+    if rng.random() < 0.5:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 4))
+    grain = rng.normal(0, rng.uniform(0.5, 3), (h, w, 1)).astype(np.float32)
+    return np.clip(np.round(image + grain), 0, 255).astype(np.uint8)
+
+
 def run_task(task):
     """Make and write one item (a background, a copied photo, or a foreground with its alpha and,
     for the test split, its trimap). Returns what the caller needs: a mean colour, or counts."""
@@ -502,12 +550,15 @@ def run_task(task):
     split = SPLITS[task['split']]
     if kind == 'bg':
         rng = np.random.default_rng([task['seed'], split, BG_STREAM, task['index']])
-        image = make_background(rng, *bg_size(rng, task['size']))
+        h, w = bg_size(rng, task['size'])
+        photos = task['photos']
+        image = photo_background(rng, photos[rng.integers(len(photos))], h, w) \
+            if photos and rng.random() < 0.7 else make_background(rng, h, w)
         data.write_png(task['dst'], image)
         return {'mean': image.reshape(-1, 3).mean(0)}
     rng = np.random.default_rng([task['seed'], split, FG_STREAM, task['index']])
     h, w = fg_size(rng, task['size'])
-    fg, alpha = make_foreground(rng, h, w, KINDS[task['index'] % len(KINDS)], task['near_color'])
+    fg, alpha = make_foreground(rng, h, w, KINDS[task['index'] % len(KINDS)], task['near_color'], task['photos'])
     data.write_png(task['fg'], fg)
     data.write_png(task['alpha'], alpha)
     result = {'fractional': int(((alpha > 0) & (alpha < 255)).sum()), 'pixels': alpha.size}
@@ -604,6 +655,10 @@ def get_args_parser():
     parser.add_argument('--bg_dir', default=None,
                         help='folder of photographs to use as backgrounds instead of generated ones '
                              '(split between train and test, copied into OUT)')
+    parser.add_argument('--photo_dir', default='skimage',
+                        help="photographs for foreground textures and generated backgrounds: a folder, 'skimage' "
+                             "(scikit-image's bundled colour photographs, if it is installed) or 'none' "
+                             "(procedural textures only); a quarter of them (one or two) is kept for the test split")
     parser.add_argument('--trimap_width', type=int, default=None,
                         help='unknown band of the test trimaps in px; None: 10 per 512 px of --size')
     parser.add_argument('--workers', type=int, default=min(os.cpu_count() or 1, 8), help='processes')
@@ -613,12 +668,38 @@ def get_args_parser():
     return parser
 
 
-def plan_backgrounds(args, split, num_entries):
+def list_photos(photo_dir):
+    """Paths of the texture photographs `--photo_dir` names (see its help); [] for 'none'."""
+    if photo_dir == 'none':
+        return []
+    if photo_dir == 'skimage':
+        try:
+            import skimage.data
+        except ImportError:
+            print("note: scikit-image is not installed: procedural textures only (pip install scikit-image, "
+                  "or --photo_dir FOLDER)", file=sys.stderr)
+            return []
+        folder = os.path.dirname(skimage.data.__file__)
+        return [os.path.join(folder, name) for name in SKIMAGE_PHOTOS if os.path.isfile(os.path.join(folder, name))]
+    return [os.path.join(photo_dir, name) for name in data.list_images(photo_dir)]
+
+
+def split_photos(photos, seed):
+    """{'train': paths, 'test': paths}: a quarter of the photographs (one or two) for the test split only."""
+    if len(photos) < 2:
+        return {'train': photos, 'test': photos}
+    order = np.random.default_rng([seed, PHOTO_STREAM, 1]).permutation(len(photos))
+    photos = [photos[k] for k in order]
+    n_test = max(1, min(len(photos) // 4, 2))
+    return {'train': photos[n_test:], 'test': photos[:n_test]}
+
+
+def plan_backgrounds(args, split, num_entries, photos=()):
     """The background tasks of a split and, for each (foreground, i) entry, its background file name."""
     bg_dir = os.path.join(args.out, split, 'bg')
     if args.bg_dir is None:
         names = [f'{split}_bg_{j:04d}.png' for j in range(num_entries)]
-        tasks = [dict(kind='bg', seed=args.seed, split=split, index=j, size=args.size,
+        tasks = [dict(kind='bg', seed=args.seed, split=split, index=j, size=args.size, photos=photos,
                       dst=os.path.join(bg_dir, name)) for j, name in enumerate(names)]
         return tasks, names
     photos = data.list_images(args.bg_dir)
@@ -654,10 +735,11 @@ def main(argv=None):
     splits = {'train': (args.num_train_fg, args.num_bg), 'test': (args.num_test_fg, args.num_test_bg)}
     bg_tasks, fg_tasks, lists = [], [], {}
     try:
+        photos = split_photos(list_photos(args.photo_dir), args.seed)
         for split, (num_fg, num_bg) in splits.items():
             for sub in ('fg', 'alpha', 'bg') + (('trimap',) if split == 'test' else ()):
                 os.makedirs(os.path.join(args.out, split, sub), exist_ok=True)
-            tasks, bg_names = plan_backgrounds(args, split, num_fg * num_bg)
+            tasks, bg_names = plan_backgrounds(args, split, num_fg * num_bg, photos[split])
             bg_tasks += tasks
             fg_names = [f'{split}_{i:04d}.png' for i in range(num_fg)]
             lists[split] = (fg_names, bg_names)
@@ -667,13 +749,13 @@ def main(argv=None):
             for i, name in enumerate(fg_names):
                 first_bg = os.path.join(args.out, split, 'bg', bg_names[i * num_bg])
                 fg_tasks.append(dict(
-                    kind='fg', seed=args.seed, split=split, index=i, size=args.size,
+                    kind='fg', seed=args.seed, split=split, index=i, size=args.size, photos=photos[split],
                     near_color=bg_means[first_bg]['mean'].astype(np.float32),
                     fg=os.path.join(args.out, split, 'fg', name), alpha=os.path.join(args.out, split, 'alpha', name),
                     trimap=os.path.join(args.out, split, 'trimap', name) if split == 'test' else None,
                     trimap_width=args.trimap_width))
         results = run_all(fg_tasks, args.workers, 'foregrounds')
-    except ValueError as e:  # an unreadable photograph in --bg_dir
+    except ValueError as e:  # an unreadable photograph in --bg_dir or --photo_dir
         print(f'error: {e}', file=sys.stderr)
         return 1
     for split, (fg_names, bg_names) in lists.items():
