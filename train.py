@@ -64,6 +64,9 @@ def get_args_parser():
                    "sqrt is the square-root rule for Adam")
     g.add_argument('--step', '--lr_step', type=at_least(0), default=0,
                    help="divide lr by 10 every this many epochs; 0: never")
+    g.add_argument('--warmup', type=at_least(0), default=0, help="steps over which lr rises linearly from 0")
+    g.add_argument('--cosine', action='store_true', help="lr follows a half cosine to 0 over the run's steps "
+                   "(--epochs or --max_iters)")
     g.add_argument('--epochs', '--nEpochs', type=at_least(1), default=25, help="epochs over the training composites")
     g.add_argument('--max_iters', type=at_least(0), default=0, help="stop after this many steps in all; 0: no limit")
     g.add_argument('--wl_weight', type=between(0, 1), default=0.5,
@@ -148,6 +151,18 @@ def seed_everything(seed):
 def scaled_lr(lr, rule, batch):
     """The learning rate for `batch` images a step (all processes) by LR_RULES[rule], `lr` being batch 1's."""
     return lr * LR_RULES[rule](batch)
+
+
+def lr_at(lr, step, epoch, total, step_epochs=0, warmup=0, cosine=False):
+    """The learning rate of step `step` (0-based) in epoch `epoch` of a run of `total` steps: `lr` divided by 10
+    every `step_epochs` epochs, times a linear warmup over the first `warmup` steps, times a half cosine to 0."""
+    if step_epochs:
+        lr *= 0.1 ** (epoch // step_epochs)
+    if step < warmup:
+        lr *= (step + 1) / warmup
+    if cosine:
+        lr *= 0.5 * (1 + math.cos(math.pi * step / total))
+    return lr
 
 
 def build_data(args, world):
@@ -439,13 +454,13 @@ def train(args):
                             save)
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
-        for group in optimizer.param_groups:
-            group['lr'] = lr * (0.1 ** (epoch // args.step) if args.step else 1)
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=offset * args.batch_size)
         for batch in loader:
             if isinstance(batch, ValueError):
                 raise batch
+            for group in optimizer.param_groups:
+                group['lr'] = lr_at(lr, step, epoch, total, args.step, args.warmup, args.cosine)
             loss_sum += train_step(step_model, batch, optimizer, scaler, args, device, dtype)
             step += 1
             bar.update()

@@ -294,3 +294,17 @@ def test_loader_workers_run_one_opencv_thread():
     loader = torch.utils.data.DataLoader(ThreadsDataset(), num_workers=1, worker_init_fn=data.worker_init,
                                          multiprocessing_context='spawn')
     assert [int(x) for x in loader] == [1]
+
+
+def test_lr_schedule_warms_up_decays_and_reaches_the_optimizer(tiny_set, tmp_path):
+    assert [train.lr_at(1.0, s, 0, 10, warmup=4) for s in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1, 1])
+    cosine = [train.lr_at(1.0, s, 0, 10, cosine=True) for s in range(10)]
+    assert cosine[0] == 1 and all(a > b for a, b in zip(cosine, cosine[1:])) and cosine[-1] < 0.03
+    assert cosine[5] == pytest.approx(0.5)
+    assert [train.lr_at(1.0, 0, e, 10, step_epochs=2) for e in range(5)] == pytest.approx([1, 1, .1, .1, .01])
+    assert train.lr_at(1.0, 7, 7, 10) == 1  # no schedule asked: constant
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '6', '--lr', '1e-4', '--warmup', '2',
+                               '--cosine')) == 0
+    with open(tmp_path / 'log.jsonl') as f:
+        used = [r['lr'] for r in map(json.loads, f) if 'loss' in r]  # the rate of each logged step
+    assert used == pytest.approx([train.lr_at(1e-4, s, 0, 6, warmup=2, cosine=True) for s in range(6)])
