@@ -53,6 +53,8 @@ def test_composite_of_known_colours_is_truncated_float(tmp_path):
 
 @pytest.mark.parametrize('resize', ['pillow', 'opencv'])
 def test_small_background_upscaled_with_ceil_and_large_one_cropped_top_left(tmp_path, resize):
+    if resize == 'pillow':  # the filter of the dataset's own script; Pillow is optional
+        image = pytest.importorskip('PIL.Image')
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (7, 13, 3), dtype=np.uint8)  # 13 x 7: r = max(40/13, 30/7) = 30/7
     large = rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)
@@ -63,8 +65,7 @@ def test_small_background_upscaled_with_ceil_and_large_one_cropped_top_left(tmp_
     ratio = 30 / 7
     size = (int(np.ceil(13 * ratio)), int(np.ceil(7 * ratio)))  # (w, h) = (56, 30)
     assert size == (56, 30)
-    if resize == 'pillow':  # the filter of the dataset's own script
-        image = pytest.importorskip('PIL.Image')
+    if resize == 'pillow':
         expected = np.asarray(image.fromarray(small).resize(size, image.BICUBIC))[:30, :40]
     else:
         expected = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)[:30, :40]

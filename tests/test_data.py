@@ -372,3 +372,15 @@ def test_write_png_keeps_the_alpha_channel_of_rgba(tmp_path):
     bgra = cv2.imread(str(tmp_path / 'a.png'), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(bgra, rgba[:, :, [2, 1, 0, 3]])
     assert np.array_equal(data.read_image(str(tmp_path / 'a.png')), rgba[:, :, :3])
+
+
+def test_random_trimap_erodes_the_foreground_by_k_erode_and_dilates_it_by_k_dilate():
+    alpha = np.zeros((40, 60), np.uint8)
+    alpha[:, 30:] = 255  # a hard vertical edge between columns 29 and 30
+    unknown_columns = lambda trimap: np.flatnonzero((trimap == 128).all(axis=0)).tolist()
+    # eroded by a 21-pixel ellipse (it reaches 10 pixels): the unknown band is the foreground's first 10 columns
+    assert unknown_columns(data.random_trimap(alpha, 21, 1)) == list(range(30, 40))
+    # and dilated by a 21-pixel ellipse, 10 columns into the background
+    assert unknown_columns(data.random_trimap(alpha, 1, 21)) == list(range(20, 30))
+    trimap = data.random_trimap(alpha, 21, 1)
+    assert (trimap[:, :30] == 0).all() and (trimap[:, 40:] == 255).all()

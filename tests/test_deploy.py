@@ -453,3 +453,70 @@ def test_cutouts_without_pymatting_fail_in_one_line(model, tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert rc == 2 and err.count('\n') == 1 and 'pip install pymatting' in err
     assert not os.path.exists(tmp_path / 'm.png')  # failed before any work
+
+
+@pytest.mark.parametrize('shape, small', [((97, 61), (23, 17)), ((64, 64), (32, 32)), ((50, 80), (49, 79))])
+def test_a_shrunk_trimap_loses_no_unknown_pixel(shape, small):
+    rng = np.random.default_rng(0)
+    trimap = np.where(rng.random(shape) < 0.5, 255, 0).astype(np.uint8)
+    ys, xs = rng.integers(0, shape[0], 12), rng.integers(0, shape[1], 12)
+    trimap[ys, xs] = 128  # single unknown pixels: a majority or nearest-pixel rule would drop them
+    out = deploy.resize_trimap(trimap, *small)
+    assert out.shape == small and set(np.unique(out)) <= {0, 128, 255}
+    # the output pixel whose area holds each unknown pixel is unknown
+    assert (out[ys * small[0] // shape[0], xs * small[1] // shape[1]] == 128).all()
+    assert (deploy.resize_trimap(np.where(trimap == 128, 0, trimap), *small) != 128).all()  # none made up
+
+
+class TileMean(torch.nn.Module):
+    """A stand-in network that answers, for each tile, the mean of its image's red channel (in [0, 1]) at
+    every pixel: tiles of a ramp disagree with their neighbours, as networks with too little context do."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, img, trimap, refine=True):
+        red = img[:, :1] * float(data.IMAGENET_STD[0]) + float(data.IMAGENET_MEAN[0])  # N,1,H,W in [0, 1]
+        return red.mean((2, 3), keepdim=True).expand_as(red), None
+
+
+class Pixelwise(TileMean):
+    """A stand-in network whose answer at a pixel is that pixel's red value: every tile agrees."""
+
+    def forward(self, img, trimap, refine=True):
+        return img[:, :1] * float(data.IMAGENET_STD[0]) + float(data.IMAGENET_MEAN[0]), None
+
+
+def test_overlapping_tiles_blend_without_steps():
+    h, w = 64, 160
+    ramp = np.linspace(0, 255, w)
+    image = np.repeat(np.broadcast_to(ramp, (h, w))[:, :, None], 3, axis=2).round().astype(np.uint8)
+    trimap = np.full((h, w), 128, np.uint8)
+    # where every tile gives the whole image's answer, the blend is that answer
+    whole = deploy.predict(Pixelwise(), image, trimap, stage=1, method='whole')
+    crop = deploy.predict(Pixelwise(), image, trimap, stage=1, method='crop', tile=32)
+    np.testing.assert_allclose(crop, whole, atol=1e-6)
+    # where neighbouring tiles disagree (24 columns of the ramp apart, 0.15 in alpha), the tent window fades
+    # one into the other across their overlap; a flat window would step by half the disagreement at its ends
+    alpha = deploy.predict(TileMean(), image, trimap, stage=1, method='crop', tile=32)
+    steps = np.abs(np.diff(alpha, axis=1)).max()
+    disagreement = 24 / w
+    assert steps < disagreement / 4
+
+
+@pytest.mark.parametrize('where', ['skip key', 'args'])
+def test_deploy_builds_the_skip_variant_the_checkpoint_records(tmp_path, where):
+    torch.manual_seed(0)
+    skip = net.DIM(skip=True).eval()
+    ckpt = {'format': net.CHECKPOINT_FORMAT, 'model': skip.state_dict(), 'stage': 1}
+    ckpt.update({'skip': True} if where == 'skip key' else {'args': {'skip': True}})
+    net.save_checkpoint(ckpt, str(tmp_path / 'skip.pth'))
+    loaded, _ = deploy.load_model(str(tmp_path / 'skip.pth'), 'cpu')
+    assert loaded.skip
+    image, trimap = make_sample(64, 64)
+    ours = deploy.predict(loaded, image, trimap, stage=1, dtype=torch.float32)
+    plain = net.DIM().eval()
+    plain.load_state_dict(skip.state_dict())  # the same weights without the skip connections differ
+    assert not np.allclose(ours, deploy.predict(plain, image, trimap, stage=1, dtype=torch.float32), atol=1e-3)
+    np.testing.assert_allclose(ours, deploy.predict(skip, image, trimap, stage=1, dtype=torch.float32), atol=1e-5)

@@ -272,3 +272,27 @@ def test_unpooling_keeps_the_autocast_dtype(model):
             hook.remove()
     assert seen == [torch.bfloat16] * 5
     assert alpha_ed.dtype == alpha_refined.dtype == torch.float32
+
+
+def test_unpooling_puts_each_value_back_at_its_pooling_index():
+    # A decoder whose convolutions pass channel 0 through unchanged: its output is then channel 0 of the input
+    # unpooled five times, each value at the place its max-pool took it from (interpolation would spread it).
+    decoder = net.Decoder()
+    with torch.no_grad():
+        for layer in decoder.children():
+            layer.weight.zero_()
+            layer.bias.zero_()
+            k = layer.kernel_size[0] // 2
+            layer.weight[0, 0, k, k] = 1
+    _, pools, _ = net.Encoder()(torch.randn(1, 4, 70, 99, generator=torch.Generator().manual_seed(0)))
+    x = torch.rand(1, 512, 2, 3, generator=torch.Generator().manual_seed(1)) + 0.5  # N,512,70/32,99/32
+    expected = x[0, 0]
+    for indices, size in reversed(pools):
+        out = torch.zeros(size)
+        out.view(-1)[indices[0, 0].reshape(-1)] = expected.reshape(-1)
+        expected = out
+    with torch.no_grad():
+        got = decoder(x, pools)[0, 0]
+    assert got.shape == (70, 99)
+    assert torch.equal(got, expected)
+    assert (got > 0).sum() == 6  # the 2x3 values, none lost, none spread

@@ -1,14 +1,20 @@
 
 import numpy as np
+import pytest
 
 import data
+import metrics
 
 import report
 
 
-def test_trivial_baseline_is_half_in_the_unknown_region():
-    trimap = np.array([[0, 128], [255, 128]], np.uint8)
-    assert report.trivial_baseline(trimap).tolist() == [[0, 128], [255, 128]]
+def test_trivial_baseline_scores_as_half_in_the_unknown_region():
+    trimap = np.array([[0, 128, 128], [255, 128, 255]], np.uint8)
+    alpha = np.array([[0, 0, 255], [255, 51, 255]], np.uint8)
+    scores = metrics.compute_all(report.trivial_baseline(trimap), alpha, trimap)
+    # the unknown pixels are 0, 255 and 51, each against 128: worked out by hand
+    assert scores['sad'] == pytest.approx((128 + 127 + 77) / 255 / 1000)
+    assert scores['mse'] == pytest.approx((128 ** 2 + 127 ** 2 + 77 ** 2) / 255 ** 2 / 3)
 
 
 def test_perfect_predictions_beat_the_baseline_and_the_picture_is_drawn(tmp_path, capsys):
