@@ -317,8 +317,7 @@ def load_model(path, device, stage=None, trust=False):
     elif stage >= 2 and saved_stage in (0, 1):
         warnings.warn(f"{path}: a stage-{saved_stage} checkpoint deployed as stage {stage}: "
                       f"its refiner was never trained")
-    args = ckpt.get('args') if isinstance(ckpt.get('args'), dict) else {}
-    model = net.DIM(skip=bool(ckpt.get('skip', args.get('skip', False))))
+    model = net.DIM(skip=bool(net.recorded_skip(ckpt)))  # the variant the checkpoint records
     net.load_state(model, ckpt['model'], path)
     # channels_last: about 20% faster on the CPU (oneDNN) and the usual fast path of cuDNN
     model.to(device=device, memory_format=torch.channels_last).eval()

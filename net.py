@@ -363,15 +363,26 @@ def torch_load(path, trust=False):
     except pickle.UnpicklingError:
         refused = None if trust else _refused_globals(path)
         if refused is None:
-            raise ValueError(f"{path}: cannot read it as a torch file (neither torch's zip format nor a "
-                             f"pickle)") from None
+            raise ValueError(f"{path}: cannot read it as a torch file ({_unreadable(path)})") from None
         held = f"pickled {', '.join(refused[:5])}," if refused else "a plain pickle, not a torch.save file,"
         raise ValueError(f"{path}: holds {held} which weights_only=True refuses to load; load it with "
                          f"--trust (trust=True) only if you trust the file") from None
-    except Exception as e:  # torch raises many types for a bad file; all mean "cannot read it"
-        first = (str(e).strip().splitlines() or [''])[0].split('. ')[0][:160]
-        raise ValueError(f"{path}: cannot read it as a torch file ({type(e).__name__}"
-                         f"{': ' + first if first else ''})") from None
+    except Exception as e:  # torch raises many types for a bad file, with long texts; all mean "cannot read it"
+        raise ValueError(f"{path}: cannot read it as a torch file ({_unreadable(path)}; "
+                         f"{type(e).__name__})") from None
+
+
+def _unreadable(path):
+    """What a file that torch.load cannot read looks like, from its first bytes."""
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    if not head:
+        return "the file is empty"
+    if head == b'PK':
+        return "a zip file, damaged or cut short"
+    if head[0] == 0x80:  # a pickle's PROTO opcode: the legacy format or a plain pickle
+        return "a pickle, damaged or cut short"
+    return "neither torch's zip format nor a pickle"
 
 
 def check_finite(state, path):
@@ -404,6 +415,16 @@ def load_state(model, state, path):
     if problems:
         raise ValueError(f"{path}: does not fit the {type(model).__name__} model: {'; '.join(problems)}")
     model.load_state_dict(state)
+
+
+def recorded_skip(ckpt):
+    """Whether a checkpoint holds the skip variant: its 'skip' key, else the --skip of the run that wrote it
+    (files from before the key); None when it records neither (tools/chg_model.py's conversions). The variant
+    adds no parameters, so only this tells a skip model's weights from a plain one's."""
+    if 'skip' in ckpt:
+        return bool(ckpt['skip'])
+    args = ckpt.get('args')
+    return bool(args['skip']) if isinstance(args, dict) and 'skip' in args else None
 
 
 def load_checkpoint(path, trust=False):

@@ -223,15 +223,21 @@ class EpochSampler(torch.utils.data.Sampler):
 # ------------------------------------------------------------------------------------------ checkpoints
 
 def load_weights(model, path, trust):
+    """Load a checkpoint's weights into `model`; ValueError when it records the other decoder variant (a skip
+    model's weights fit the plain model, and the reverse, without an error: --skip must match)."""
     ckpt = net.load_checkpoint(path, trust=trust)
+    saved = net.recorded_skip(ckpt)
+    if saved is not None and saved != model.skip:
+        raise ValueError(f"{path}: trained {'with' if saved else 'without'} --skip (the skip variant), but this "
+                         f"run is {'with' if model.skip else 'without'} it: give the same --skip as its run")
     net.load_state(model, ckpt['model'], path)
     return ckpt
 
 
 def make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world):
     return {
-        'format': net.CHECKPOINT_FORMAT, 'model': model.state_dict(), 'stage': args.stage, 'step': step,
-        'epoch': epoch, 'best_sad': best_sad, 'world_size': world, 'batch_size': args.batch_size,
+        'format': net.CHECKPOINT_FORMAT, 'model': model.state_dict(), 'stage': args.stage, 'skip': args.skip,
+        'step': step, 'epoch': epoch, 'best_sad': best_sad, 'world_size': world, 'batch_size': args.batch_size,
         'samples_seen': step * args.batch_size * world, 'optimizer': optimizer.state_dict(),
         'scaler': scaler.state_dict(), 'args': vars(args),
         'rng': {'torch': torch.get_rng_state(), 'python': random.getstate()},

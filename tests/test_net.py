@@ -247,6 +247,15 @@ def test_load_checkpoint_errors(tmp_path):
     garbage.write_bytes(b'not a checkpoint at all')
     with pytest.raises(ValueError, match='garbage.pth: cannot read'):
         net.load_checkpoint(str(garbage))
+    whole = tmp_path / 'whole.pth'
+    torch.save({'model': {'w': torch.zeros(1000)}}, whole)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(whole.read_bytes()[:2000])  # a copy that stopped half way
+    with pytest.raises(ValueError, match=r'cut.pth: cannot read it as a torch file \(a zip file, damaged or cut short'):
+        net.load_checkpoint(str(cut))
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    with pytest.raises(ValueError, match='empty.pth: .*the file is empty'):
+        net.load_checkpoint(str(tmp_path / 'empty.pth'))
     no_model = tmp_path / 'no_model.pth'
     torch.save({'state_dict': {}}, no_model)
     with pytest.raises(ValueError, match="no_model.pth: .*'model'"):

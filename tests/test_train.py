@@ -308,3 +308,16 @@ def test_lr_schedule_warms_up_decays_and_reaches_the_optimizer(tiny_set, tmp_pat
     with open(tmp_path / 'log.jsonl') as f:
         used = [r['lr'] for r in map(json.loads, f) if 'loss' in r]  # the rate of each logged step
     assert used == pytest.approx([train.lr_at(1e-4, s, 0, 6, warmup=2, cosine=True) for s in range(6)])
+
+
+def test_checkpoint_records_skip_and_a_different_skip_is_refused(tiny_set, tmp_path, capsys):
+    # The skip variant adds no parameters: its weights would load into the plain model without a word.
+    assert train.main(run_args(tiny_set, tmp_path / 'skip', '--max_iters', '1', '--skip')) == 0
+    path = tmp_path / 'skip' / 'latest.pth'
+    assert torch.load(path, weights_only=True)['skip'] is True
+    capsys.readouterr()
+    for flag in ('--pretrain', '--resume'):
+        assert train.main(run_args(tiny_set, tmp_path / 'plain', '--max_iters', '2', flag, str(path))) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(path) in err and 'with --skip' in err
+    assert train.main(run_args(tiny_set, tmp_path / 'skip', '--max_iters', '2', '--skip', '--resume', str(path))) == 0
