@@ -32,7 +32,7 @@ BLOCKS = (
     ('conv5_1', 'conv5_2', 'conv5_3'),
 )
 VGG_LAYERS = tuple(name for block in BLOCKS for name in block)  # the 13 layers ImageNet weights fill
-# The decoder's convolution after each unpooling, deepest first (it undoes pool 5, 4, 3, 2, 1).
+# The decoder's convolution after each unpooling, deepest first (it undoes pool 5, 4, 3, 2, 1; count_flops).
 UNPOOL_CONVS = ('deconv5_1', 'deconv4_1', 'deconv3_1', 'deconv2_1', 'deconv1_1')
 # Which parts train in each stage (SPEC section 2); the others are frozen but still exist.
 STAGE_TRAINS = {
@@ -108,16 +108,25 @@ class Decoder(nn.Module):
         self.deconv1 = conv(64, 1, 5)
 
     def forward(self, x, pools, features=()):
+        pool1, pool2, pool3, pool4, pool5 = pools
+        skip1, skip2, skip3, skip4, skip5 = features or [None] * 5
         x = F.relu_(self.deconv6_1(x))
-        skips = list(reversed(features)) or [None] * len(pools)
-        for name, (indices, size), skip in zip(UNPOOL_CONVS, reversed(pools), skips):
-            # in x's own dtype: CPU autocast would run it in float32, converting the largest maps twice
-            with torch.autocast(x.device.type, enabled=False):
-                x = F.max_unpool2d(x, indices, 2, 2, output_size=size)  # N,C,2h(+1),2w(+1)
-            if skip is not None:
-                x = x.add_(skip)
-            x = F.relu_(getattr(self, name)(x))
+        x = F.relu_(self.deconv5_1(unpool(x, pool5, skip5)))  # N,512,H/16,W/16
+        x = F.relu_(self.deconv4_1(unpool(x, pool4, skip4)))  # N,256,H/8,W/8
+        x = F.relu_(self.deconv3_1(unpool(x, pool3, skip3)))  # N,128,H/4,W/4
+        x = F.relu_(self.deconv2_1(unpool(x, pool2, skip2)))  # N,64,H/2,W/2
+        x = F.relu_(self.deconv1_1(unpool(x, pool1, skip1)))  # N,64,H,W
         return self.deconv1(x)  # N,1,H,W logits
+
+
+def unpool(x, pool, skip=None):
+    """2x2 max-unpooling: each value back where its max-pool found it, given that pool's (indices, size
+    before the pool), so odd sizes come back exactly; the skip variant then adds the encoder's map `skip`."""
+    indices, size = pool
+    # in x's own dtype: CPU autocast would run it in float32, converting the largest maps twice
+    with torch.autocast(x.device.type, enabled=False):
+        x = F.max_unpool2d(x, indices, 2, 2, output_size=size)  # N,C,2h(+1),2w(+1)
+    return x if skip is None else x.add_(skip)
 
 
 class Refiner(nn.Module):
