@@ -3,7 +3,7 @@
 Conventions: images are RGB uint8 H x W x 3 numpy arrays, alphas and trimaps uint8 H x W
 (trimap values 0 background, 128 unknown, 255 foreground). cv2's BGR stays at the file boundary.
 
-Datasets (SPEC section 3):
+Datasets (the paper's sampling, as mmagic's DIM pipeline does it):
 - `TrainDataset`: random 320 x 320 training samples recomposed from foreground, alpha and background
   (the pairing of tools/composite.py's composites.csv, or a random background per sample: online mode).
 - `TestDataset`: whole images, trimaps and (optionally) alphas from folders, matched by file stem.
@@ -330,7 +330,7 @@ def _ellipse(k):
 
 
 def random_trimap(alpha, k_erode, k_dilate):
-    """Training trimap (SPEC section 3 step 5, mmagic's GenerateTrimap): 255 where the alpha eroded
+    """Training trimap (mmagic's GenerateTrimap): 255 where the alpha eroded
     by a k_erode ellipse is 255, 0 where the alpha dilated by a k_dilate ellipse is 0, else 128."""
     trimap = np.full(alpha.shape, 128, np.uint8)
     trimap[cv2.erode(alpha, _ellipse(k_erode)) >= 255] = 255
@@ -351,9 +351,9 @@ def crop_window(h, w, cy, cx, size):
 
 
 def train_sample(fg, alpha, bg, crop_size, centre, flip, k_erode, k_dilate, size=320, unknown=None):
-    """One training sample (SPEC section 3 steps 2-5) from a whole foreground, its alpha and a background
-    of any size (fitted to the foreground with the dataset's rule). The crop is chosen on the alpha, and
-    only the crop window of the background is fitted and composed.
+    """One training sample (crop around an unknown pixel, flip, resize, trimap) from a whole foreground, its
+    alpha and a background of any size (fitted to the foreground with the dataset's rule). The crop is chosen
+    on the alpha, and only the crop window of the background is fitted and composed.
 
     crop_size: side s of the crop before resizing; centre: float in [0, 1) picking the unknown pixel
     the crop is centred on (the image centre when there is none); flip: bool; k_erode, k_dilate: trimap
@@ -463,12 +463,18 @@ def entries_from_folders(fg_dir, alpha_dir, bg_dir=None):
     if missing:
         raise ValueError(f"{alpha_dir}: no alpha for {len(missing)} foreground(s) of {fg_dir}, "
                          f"e.g. {', '.join(missing[:3])}")
-    bgs = [os.path.join(bg_dir, n) for n in list_images(bg_dir)] if bg_dir else []
-    if bg_dir and not bgs:
-        raise ValueError(f"{bg_dir}: no images ({', '.join(IMAGE_EXTS)})")
+    bgs = background_paths(bg_dir) if bg_dir else []
     return [dict(name=stem, fg=os.path.abspath(fgs[stem]), alpha=os.path.abspath(alphas[stem]),
                  bg=os.path.abspath(bgs[k % len(bgs)]) if bgs else None)
             for k, stem in enumerate(sorted(fgs))]
+
+
+def background_paths(bg_dir):
+    """The paths of the images in bg_dir, sorted by name; ValueError when there are none."""
+    paths = [os.path.join(bg_dir, n) for n in list_images(bg_dir)]
+    if not paths:
+        raise ValueError(f"{bg_dir}: no images ({', '.join(IMAGE_EXTS)})")
+    return paths
 
 
 def split_by_foreground(entries, val_fraction, seed):
@@ -482,6 +488,17 @@ def split_by_foreground(entries, val_fraction, seed):
     held = set(np.random.default_rng(seed).permutation(len(fgs))[:n_val].tolist())
     val_fgs = {fgs[i] for i in held}
     return [e for e in entries if e['fg'] not in val_fgs], [e for e in entries if e['fg'] in val_fgs]
+
+
+def first_per_foreground(entries, k):
+    """At most k entries of each foreground, in list order (validation: a few composites of each)."""
+    seen = collections.Counter()
+    kept = []
+    for e in entries:
+        if seen[e['fg']] < k:
+            seen[e['fg']] += 1
+            kept.append(e)
+    return kept
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -515,7 +532,7 @@ def _load_foreground(fg_path, alpha_path):
 
 
 class TrainDataset(torch.utils.data.Dataset):
-    """Random training samples (SPEC section 3), recomposed from foreground, alpha and background.
+    """Random training samples (`train_sample`), recomposed from foreground, alpha and background.
 
     entries: dicts with fg, alpha, bg paths (`read_composite_list`, `entries_from_folders`).
     online_bgs: list of background paths; when given, each sample draws its background from it

@@ -18,7 +18,6 @@ import platform
 import random
 import sys
 import time
-from collections import defaultdict
 
 import numpy as np
 import torch
@@ -174,29 +173,14 @@ def build_data(args, world):
     else:
         raise ValueError("give --img_dir (composites.csv of tools/composite.py), or --fg_dir, --alpha_dir "
                          "and --bg_dir for online composition")
-    online_bgs = None
-    if args.bg_dir:
-        online_bgs = [os.path.join(args.bg_dir, n) for n in data.list_images(args.bg_dir)]
-        if not online_bgs:
-            raise ValueError(f"{args.bg_dir}: no background images")
+    online_bgs = data.background_paths(args.bg_dir) if args.bg_dir else None
     train_entries, val_entries = data.split_by_foreground(entries, args.val_fraction, args.seed)
     if len(train_entries) < args.batch_size * world:
         raise ValueError(f"{len(train_entries)} training composites are too few for batch size "
                          f"{args.batch_size} on {world} process(es)")
     dataset = data.TrainDataset(train_entries, size=args.size_h, crop_sizes=tuple(args.crop_h),
                                 seed=args.seed, online_bgs=online_bgs)
-    return dataset, first_per_foreground(val_entries, args.val_per_fg)
-
-
-def first_per_foreground(entries, k):
-    """At most k composites of each foreground, in list order."""
-    seen = defaultdict(int)
-    kept = []
-    for e in entries:
-        if seen[e['fg']] < k:
-            seen[e['fg']] += 1
-            kept.append(e)
-    return kept
+    return dataset, data.first_per_foreground(val_entries, args.val_per_fg)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -269,14 +253,15 @@ def restore(ckpt, optimizer, scaler, args, world, path):
 
 # ----------------------------------------------------------------------------------------- train, eval
 
-def train_step(model, batch, optimizer, scaler, args, device, dtype):
-    """One optimizer step under autocast to `dtype`; returns the loss as a tensor on the device (reading it
-    waits for the GPU, so the caller does that only now and then)."""
+def train_step(model, batch, optimizer, scaler, stage, wl_weight, device, dtype):
+    """One optimizer step of `stage`'s loss (wl_weight: its alpha loss's share, loss.stage_loss) under
+    autocast to `dtype`; returns the loss as a tensor on the device (reading it waits for the GPU, so the
+    caller does that only now and then)."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     img = batch['img'].contiguous(memory_format=torch.channels_last) if device.type == 'cuda' else batch['img']
     with net.autocast(device, dtype):
-        alpha_ed, alpha_refined = model(img, batch['trimap'], refine=args.stage >= 2)
-    loss = stage_loss(alpha_ed, alpha_refined, batch, args.stage, args.wl_weight)
+        alpha_ed, alpha_refined = model(img, batch['trimap'], refine=stage >= 2)
+    loss = stage_loss(alpha_ed, alpha_refined, batch, stage, wl_weight)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -285,15 +270,16 @@ def train_step(model, batch, optimizer, scaler, args, device, dtype):
 
 
 @torch.no_grad()
-def evaluate(model, samples, args, device, dtype, save_dir=None):
-    """Mean SAD/MSE/GRAD/CONN of whole-image predictions, made as deploy.py makes them."""
+def evaluate(model, samples, stage, method, max_size, size, device, dtype, save_dir=None):
+    """Mean SAD/MSE/GRAD/CONN of `samples`' predictions, made as deploy.py makes them (`predict_sample`);
+    with save_dir, the predictions are written there."""
     model.eval()
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False  # every image size would tune every convolution anew
     scores = []
     try:
         for sample in tqdm(samples, desc='validate', leave=False, dynamic_ncols=True):
-            pred = predict_sample(model, sample, args, device, dtype)
+            pred = predict_sample(model, sample, stage, method, max_size, size, device, dtype)
             pred = np.round(pred * 255).astype(np.uint8)
             if save_dir:
                 data.write_png(os.path.join(save_dir, os.path.splitext(sample['name'])[0] + '.png'), pred)
@@ -304,23 +290,23 @@ def evaluate(model, samples, args, device, dtype, save_dir=None):
     return metrics.mean_metrics(scores)
 
 
-def predict_sample(model, sample, args, device, dtype):
-    """deploy.predict by --crop_or_resize; an image that runs out of GPU memory (a large batch's training
-    leaves less of it) is named and predicted from tiles of --size_h instead, so every image is scored."""
-    options = dict(max_size=args.max_size, size=(args.size_h, args.size_w), device=device, dtype=dtype)
+def predict_sample(model, sample, stage, method, max_size, size, device, dtype):
+    """deploy.predict by `method` (--crop_or_resize), `size` being the side of the training crops (resize's
+    input, crop's tile); an image that runs out of GPU memory (a large batch's training leaves less of it)
+    is named and predicted from tiles instead, so every image is scored."""
+    options = dict(max_size=max_size, size=(size, size), device=device, dtype=dtype)
     try:
-        return deploy.predict(model, sample['image'], sample['trimap'], args.stage, method=args.crop_or_resize,
-                              **options)
+        return deploy.predict(model, sample['image'], sample['trimap'], stage, method=method, **options)
     except torch.OutOfMemoryError:
         if device.type == 'cuda':
             torch.cuda.empty_cache()
         h, w = sample['trimap'].shape
-        if args.crop_or_resize == 'crop':
+        if method == 'crop':
             raise ValueError(f"validation image {sample['name']} ({w}x{h}): out of memory even in tiles of "
-                             f"{args.size_h} (try a smaller --size_h)") from None
+                             f"{size} (try a smaller --size_h)") from None
         tqdm.write(f"warning: validation image {sample['name']} ({w}x{h}): out of memory with --crop_or_resize "
-                   f"{args.crop_or_resize}; predicted from {args.size_h}-pixel tiles instead", file=sys.stderr)
-        return deploy.predict(model, sample['image'], sample['trimap'], args.stage, method='crop', **options)
+                   f"{method}; predicted from {size}-pixel tiles instead", file=sys.stderr)
+        return deploy.predict(model, sample['image'], sample['trimap'], stage, method='crop', **options)
 
 
 def log_line(path, record):
@@ -420,9 +406,12 @@ def train(args):
     if args.resume:
         step, best_sad = restore(load_weights(model, args.resume, args.trust), optimizer, scaler, args, world,
                                  args.resume)
-    ddp = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None) \
+    # The training step runs `wrapped_model` (DDP across processes, compiled with --compile); validation and
+    # checkpoints use `model` itself (uncompiled: validation's image sizes vary).
+    wrapped_model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None) \
         if world > 1 else model
-    step_model = torch.compile(ddp) if args.compile else ddp
+    if args.compile:
+        wrapped_model = torch.compile(wrapped_model)
 
     steps_per_epoch = len(dataset) // world // args.batch_size
     total = args.epochs * steps_per_epoch
@@ -439,10 +428,8 @@ def train(args):
                             'lr': lr, 'train_composites': len(dataset),
                             'val_composites': len(val_samples), 'resumed_at': step})
 
-    def save(name, epoch, best):
-        net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best, world),
-                            os.path.join(args.save_dir, name))
-
+    eval_options = dict(stage=args.stage, method=args.crop_or_resize, max_size=args.max_size, size=args.size_h,
+                        device=device, dtype=dtype)
     # One loader for the run: its workers keep their decoded-image caches from epoch to epoch. They are
     # spawned, not forked: a fork after OpenCV has run threads in this process (validation) can hang.
     sampler = EpochSampler(len(dataset), args.seed, rank, world)
@@ -455,10 +442,26 @@ def train(args):
     # The losses since the last read stay on the device: reading one waits for the GPU, so it happens every
     # --print_freq steps and before each validation or save (a non-finite loss is caught there, by window).
     loss_sum, window_start, last_loss, started = torch.zeros((), device=device), step, math.nan, time.time()
-    if main_process and val_samples and args.pretrain:  # the starting point is a candidate for best.pth
-        best_sad = validate(model, val_samples, test_samples, args, device, dtype, step, -1, best_sad, log_path,
-                            save)
-    while step < total:
+    # Each turn validates and saves what the epoch before asked for, stops at the end, or trains an epoch.
+    # With --pretrain the starting point is validated first (epoch -1): a candidate for best.pth.
+    epoch, validate_now, save_now = -1, bool(main_process and val_samples and args.pretrain), False
+    while True:
+        if validate_now:
+            record = {'step': step, 'epoch': epoch, **validate(model, val_samples, test_samples,
+                                                                args.test_res_dir, eval_options)}
+            if record['val']['sad'] < best_sad:
+                best_sad, record['best'] = record['val']['sad'], True
+                net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world),
+                                    os.path.join(args.save_dir, 'best.pth'))
+            log_line(log_path, record)
+            tqdm.write(f"step {step}: validation " + ' '.join(f"{k} {v:.4f}" for k, v in record['val'].items()))
+        if save_now:
+            net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world),
+                                os.path.join(args.save_dir, 'latest.pth'))
+        if world > 1:
+            dist.barrier()
+        if step >= total:
+            break
         epoch, offset = divmod(step, steps_per_epoch)
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=offset * args.batch_size)
@@ -467,7 +470,8 @@ def train(args):
                 raise batch
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(lr, step, epoch, total, args.step, args.warmup, args.cosine)
-            loss_sum += train_step(step_model, batch, optimizer, scaler, args, device, dtype)
+            loss_sum += train_step(wrapped_model, batch, optimizer, scaler, args.stage, args.wl_weight, device,
+                                   dtype)
             step += 1
             bar.update()
             if step % args.print_freq == 0:
@@ -483,13 +487,9 @@ def train(args):
         if step > window_start:  # the steps since the last read, checked before anything is saved
             last_loss = mean_loss(loss_sum, window_start + 1, step)
         epoch_done, last = step % steps_per_epoch == 0, step >= total
-        if main_process and val_samples and (last or (epoch_done and (epoch + 1) % args.test_freq == 0)):
-            best_sad = validate(model, val_samples, test_samples, args, device, dtype, step, epoch, best_sad,
-                                log_path, save)
-        if main_process and (last or (epoch_done and (epoch + 1) % args.ckpt_save_freq == 0)):
-            save('latest.pth', epoch, best_sad)
-        if world > 1:
-            dist.barrier()
+        validate_now = bool(main_process and val_samples) and (last or (epoch_done and
+                                                                        (epoch + 1) % args.test_freq == 0))
+        save_now = main_process and (last or (epoch_done and (epoch + 1) % args.ckpt_save_freq == 0))
     bar.close()
     if main_process:
         print(f"stage {args.stage}: {step} steps, last loss {last_loss:.4f}, "
@@ -508,18 +508,14 @@ def mean_loss(loss_sum, first, last):
     return loss
 
 
-def validate(model, val_samples, test_samples, args, device, dtype, step, epoch, best_sad, log_path, save):
-    """Score the held-out foregrounds (and the test set, for the log only); keep the best by SAD."""
-    record = {'step': step, 'epoch': epoch, 'val': evaluate(model, val_samples, args, device, dtype)}
+def validate(model, val_samples, test_samples, test_res_dir, eval_options):
+    """{'val': mean metrics of the held-out foregrounds' composites, and 'test': of the test set (for the log
+    only, never for picking best.pth; its predictions written to test_res_dir)}. eval_options: `evaluate`'s
+    stage, method, max_size, size, device, dtype."""
+    record = {'val': evaluate(model, val_samples, **eval_options)}
     if test_samples:
-        record['test'] = evaluate(model, test_samples, args, device, dtype, save_dir=args.test_res_dir)
-    if record['val']['sad'] < best_sad:
-        best_sad = record['val']['sad']
-        save('best.pth', epoch, best_sad)
-        record['best'] = True
-    log_line(log_path, record)
-    tqdm.write(f"step {step}: validation " + ' '.join(f"{k} {v:.4f}" for k, v in record['val'].items()))
-    return best_sad
+        record['test'] = evaluate(model, test_samples, save_dir=test_res_dir, **eval_options)
+    return record
 
 
 if __name__ == '__main__':

@@ -384,3 +384,10 @@ def test_random_trimap_erodes_the_foreground_by_k_erode_and_dilates_it_by_k_dila
     assert unknown_columns(data.random_trimap(alpha, 1, 21)) == list(range(20, 30))
     trimap = data.random_trimap(alpha, 21, 1)
     assert (trimap[:, :30] == 0).all() and (trimap[:, 40:] == 255).all()
+
+
+def test_first_per_foreground_keeps_the_first_k_of_each_in_order():
+    entries = [dict(name=n, fg=fg) for n, fg in [('a0', 'a'), ('b0', 'b'), ('a1', 'a'), ('a2', 'a'), ('b1', 'b'),
+                                                 ('b2', 'b'), ('c0', 'c')]]
+    assert [e['name'] for e in data.first_per_foreground(entries, 2)] == ['a0', 'b0', 'a1', 'b1', 'c0']
+    assert data.first_per_foreground(entries, 1) == [entries[0], entries[1], entries[6]]

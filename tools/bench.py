@@ -46,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -320,7 +319,6 @@ def bench_train_one(device, dtype, size, steps, budget, max_cpu_batch, matmul_n,
         model = model.to(memory_format=torch.channels_last)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    opts = SimpleNamespace(stage=1, wl_weight=0.5)
 
     def time_batch(n):
         batch = random_batch(n, size)
@@ -330,13 +328,15 @@ def bench_train_one(device, dtype, size, steps, budget, max_cpu_batch, matmul_n,
         first, times = 0.0, []
         if warmup:  # the first step sets up the optimizer's state and the kernels: not a step's cost
             t = time.perf_counter()
-            float(train.train_step(model, batch, optimizer, scaler, opts, device, dtype))
+            float(train.train_step(model, batch, optimizer, scaler, stage=1, wl_weight=0.5, device=device,
+                                   dtype=dtype))
             first = time.perf_counter() - t
         before = matmul_gflops(device, dtype, matmul_n)
         for _ in range(timed_passes(first, steps, budget)):
             sync(device)
             t = time.perf_counter()
-            float(train.train_step(model, batch, optimizer, scaler, opts, device, dtype))  # waits for it
+            float(train.train_step(model, batch, optimizer, scaler, stage=1, wl_weight=0.5, device=device,
+                                   dtype=dtype))  # waits for it
             times.append(time.perf_counter() - t)
         matmul = max(before, matmul_gflops(device, dtype, matmul_n))
         seconds = float(np.median(times))
@@ -475,12 +475,10 @@ def synthetic_test_set(root, max_images):
     if not fg_names or len(bg_names) % len(fg_names):
         raise ValueError(f"{test}: bg_names.txt lists {len(bg_names)} backgrounds for {len(fg_names)} foregrounds")
     num_bg = len(bg_names) // len(fg_names)
-    args = composite.get_args_parser().parse_args([
-        '--fg_dir', os.path.join(test, 'fg'), '--alpha_dir', os.path.join(test, 'alpha'),
-        '--bg_dir', os.path.join(test, 'bg'), '--trimap_dir', os.path.join(test, 'trimap'),
-        '--fg_names', os.path.join(test, 'fg_names.txt'), '--bg_names', os.path.join(test, 'bg_names.txt'),
-        '--num_bg', str(num_bg), '--out_dir', os.path.join(test, 'unused')])
-    jobs, problems, _ = composite.plan(args)
+    jobs, problems, _ = composite.plan(os.path.join(test, 'fg'), os.path.join(test, 'alpha'), os.path.join(test, 'bg'),
+                                       num_bg, fg_list=os.path.join(test, 'fg_names.txt'),
+                                       bg_list=os.path.join(test, 'bg_names.txt'),
+                                       trimap_dir=os.path.join(test, 'trimap'))
     if problems:
         raise ValueError(problems[0])
     order = sorted(((i, k) for k, job in enumerate(jobs) for i, _ in job['pairs']))[:max_images]

@@ -1,4 +1,4 @@
-"""Composite foregrounds onto backgrounds with the rule of the Composition-1k dataset (SPEC section 3).
+"""Composite foregrounds onto backgrounds with the rule of the Composition-1k dataset's own script.
 
     python tools/composite.py --fg_dir ROOT/train/fg --alpha_dir ROOT/train/alpha --bg_dir ROOT/train/bg \
         --fg_names ROOT/train/fg_names.txt --bg_names ROOT/train/bg_names.txt --num_bg 100 --out_dir OUT/train
@@ -85,58 +85,54 @@ def find_by_name(folder, name, files, what):
     return found[stem], None
 
 
-def plan(args):
+def plan(fg_dir, alpha_dir, bg_dir, num_bg, fg_list=None, bg_list=None, trimap_dir=None):
     """(jobs, problems, failed): one job per foreground with its (i, bg path) pairs; a line for each input
-    that is missing; the number of composites that cannot be made because of them."""
-    for flag in ('fg_dir', 'alpha_dir', 'bg_dir', 'trimap_dir'):
-        folder = getattr(args, flag)
+    that is missing; the number of composites that cannot be made because of them. The arguments are the
+    flags of the same names; fg_list, bg_list: --fg_names, --bg_names (None: list the folders)."""
+    for flag, folder in (('fg_dir', fg_dir), ('alpha_dir', alpha_dir), ('bg_dir', bg_dir),
+                         ('trimap_dir', trimap_dir)):
         if folder is not None and not os.path.isdir(folder):
             raise ValueError(f"--{flag} {folder}: not a folder")
-    if args.fg_names:
-        fg_names = read_names(args.fg_names)
-    else:
-        fg_names = data.list_images(args.fg_dir)
+    fg_names = read_names(fg_list) if fg_list else data.list_images(fg_dir)
     if not fg_names:
-        raise ValueError(f"no foregrounds in {args.fg_names or args.fg_dir}")
-    if args.bg_names:
-        bg_names = read_names(args.bg_names)
-        if len(bg_names) != len(fg_names) * args.num_bg:
-            raise ValueError(f"--bg_names {args.bg_names} lists {len(bg_names)} backgrounds; expected "
-                             f"{len(fg_names) * args.num_bg} = {len(fg_names)} foregrounds x --num_bg {args.num_bg}")
+        raise ValueError(f"no foregrounds in {fg_list or fg_dir}")
+    if bg_list:
+        bg_names = read_names(bg_list)
+        if len(bg_names) != len(fg_names) * num_bg:
+            raise ValueError(f"--bg_names {bg_list} lists {len(bg_names)} backgrounds; expected "
+                             f"{len(fg_names) * num_bg} = {len(fg_names)} foregrounds x --num_bg {num_bg}")
     else:
-        listed = data.list_images(args.bg_dir)
+        listed = data.list_images(bg_dir)
         if not listed:
-            raise ValueError(f"--bg_dir {args.bg_dir}: no images ({', '.join(data.IMAGE_EXTS)})")
-        bg_names = [listed[j % len(listed)] for j in range(len(fg_names) * args.num_bg)]
+            raise ValueError(f"--bg_dir {bg_dir}: no images ({', '.join(data.IMAGE_EXTS)})")
+        bg_names = [listed[j % len(listed)] for j in range(len(fg_names) * num_bg)]
     stems = [os.path.splitext(n)[0] for n in fg_names]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
         raise ValueError(f"foregrounds share a stem, so their composites would share names: {', '.join(twice)}")
 
-    alpha_files = data.files_by_stem(args.alpha_dir)
-    trimap_files = data.files_by_stem(args.trimap_dir) if args.trimap_dir else None
-    bg_list = args.bg_names or args.bg_dir
+    alpha_files = data.files_by_stem(alpha_dir)
+    trimap_files = data.files_by_stem(trimap_dir) if trimap_dir else None
     jobs, problems, failed = [], [], 0
     for k, (name, stem) in enumerate(zip(fg_names, stems)):
-        fg = os.path.join(args.fg_dir, name)
-        alpha, no_alpha = find_by_name(args.alpha_dir, name, alpha_files, 'alpha')
-        trimap, no_trimap = find_by_name(args.trimap_dir, name, trimap_files, 'trimap') if args.trimap_dir \
-            else (None, None)
-        missing = [f"foreground {fg}: file not found" + (f" (listed in {args.fg_names})" if args.fg_names else '')
+        fg = os.path.join(fg_dir, name)
+        alpha, no_alpha = find_by_name(alpha_dir, name, alpha_files, 'alpha')
+        trimap, no_trimap = find_by_name(trimap_dir, name, trimap_files, 'trimap') if trimap_dir else (None, None)
+        missing = [f"foreground {fg}: file not found" + (f" (listed in {fg_list})" if fg_list else '')
                    ] if not os.path.isfile(fg) else []
         missing += [m for m in (no_alpha, no_trimap) if m]
         if missing:
-            problems += [f"{m} ({args.num_bg} composites of {stem} not made)" for m in missing]
-            failed += args.num_bg
+            problems += [f"{m} ({num_bg} composites of {stem} not made)" for m in missing]
+            failed += num_bg
             continue
         pairs = []
-        for i in range(args.num_bg):
-            line = k * args.num_bg + i
-            bg = os.path.join(args.bg_dir, bg_names[line])
+        for i in range(num_bg):
+            line = k * num_bg + i
+            bg = os.path.join(bg_dir, bg_names[line])
             if os.path.isfile(bg):
                 pairs.append((i, bg))
             else:
-                problems.append(f"background {bg}: file not found (line {line + 1} of {bg_list}; "
+                problems.append(f"background {bg}: file not found (line {line + 1} of {bg_list or bg_dir}; "
                                 f"composite {stem}_{i} not made)")
                 failed += 1
         jobs.append(dict(index=k, stem=stem, fg=fg, alpha=alpha, trimap=trimap, pairs=pairs))
@@ -203,7 +199,8 @@ def main(argv=None):
     try:
         if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
             raise ValueError(f"--out_dir {args.out_dir}: a file is in the way of the folder")
-        jobs, problems, failed = plan(args)
+        jobs, problems, failed = plan(args.fg_dir, args.alpha_dir, args.bg_dir, args.num_bg, args.fg_names,
+                                      args.bg_names, args.trimap_dir)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
