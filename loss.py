@@ -29,7 +29,7 @@ def composition_loss(pred_alpha, alpha, fg, bg, trimap):
 
 
 def stage_loss(alpha_ed, alpha_refined, batch, stage, wl_weight=0.5):
-    """The loss of SPEC section 2 for one stage; batch holds alpha, fg, bg and trimap."""
+    """The loss of one stage (the table in train.py's docstring); batch holds alpha, fg, bg and trimap."""
     alpha, fg, bg, trimap = batch['alpha'], batch['fg'], batch['bg'], batch['trimap']
 
     def overall(pred):

@@ -34,7 +34,7 @@ BLOCKS = (
 VGG_LAYERS = tuple(name for block in BLOCKS for name in block)  # the 13 layers ImageNet weights fill
 # The decoder's convolution after each unpooling, deepest first (it undoes pool 5, 4, 3, 2, 1; count_flops).
 UNPOOL_CONVS = ('deconv5_1', 'deconv4_1', 'deconv3_1', 'deconv2_1', 'deconv1_1')
-# Which parts train in each stage (SPEC section 2); the others are frozen but still exist.
+# Which parts train in each stage (train.py's docstring); the others are frozen but still exist.
 STAGE_TRAINS = {
     0: ('encoder', 'decoder'),
     1: ('encoder', 'decoder'),

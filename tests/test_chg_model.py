@@ -56,7 +56,7 @@ def fake_npz(seed=0):
 
 
 def mmagic_names(refiner=True):
-    """{mmagic key: our key} for every tensor, from SPEC section 6."""
+    """{mmagic key: our key} for every tensor, written out from mmagic's layer names."""
     names = {}
     for _, name, _, _ in vgg_layers():
         block, k = int(name[4]), int(name[6])

@@ -139,7 +139,7 @@ def vgg_checkpoint(layers, path, source, seed):
 
 
 def mmagic_key(key):
-    """Our state-dict key -> the key of the same tensor in mmagic's DIM (SPEC section 6)."""
+    """Our state-dict key -> the key of the same tensor in mmagic's DIM."""
     part, layer, param = key.split('.')
     if part == 'encoder' and layer == 'conv6_1':
         return f'backbone.encoder.conv6.{param}'
