@@ -183,6 +183,31 @@ def build_data(args, world):
     return dataset, data.first_per_foreground(val_entries, args.val_per_fg)
 
 
+def build_model(args, device):
+    """The DIM of --skip and --init with the weights of --pretrain, on `device`, training what --stage trains.
+    A stage-2 or 3 run from a checkpoint whose refiner never trained starts the refiner as the identity."""
+    model = net.DIM(skip=args.skip, init=args.init)
+    if args.pretrain:
+        start = load_weights(model, args.pretrain, args.trust)
+        if args.stage >= 2 and start.get('stage', 0) < 2:
+            net.init_weights(model.refiner, args.init)
+    net.set_stage(model, args.stage)
+    model.to(device)
+    if device.type == 'cuda':
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_loader(dataset, sampler, batch_size, workers, pin_memory):
+    """One loader for the run: its workers keep their decoded-image caches from epoch to epoch. They are
+    spawned, not forked: a fork after OpenCV has run threads in this process (validation) can hang."""
+    return torch.utils.data.DataLoader(ErrorsAsSamples(dataset), batch_size=batch_size, sampler=sampler,
+                                       collate_fn=collate_or_error, num_workers=workers, drop_last=True,
+                                       pin_memory=pin_memory, persistent_workers=workers > 0,
+                                       worker_init_fn=data.worker_init,
+                                       multiprocessing_context='spawn' if workers > 0 else None)
+
+
 class EpochSampler(torch.utils.data.Sampler):
     """This process's share of a permutation that depends on (seed, epoch) alone, from `start` on,
     so a resumed run sees the same samples in the same order as one that never stopped."""
@@ -389,15 +414,7 @@ def train(args):
     test_samples = (data.TestDataset(args.test_img_dir, args.test_trimap_dir, args.test_alpha_dir)
                     if args.test_img_dir else [])
 
-    model = net.DIM(skip=args.skip, init=args.init)
-    if args.pretrain:
-        start = load_weights(model, args.pretrain, args.trust)
-        if args.stage >= 2 and start.get('stage', 0) < 2:  # its refiner never trained: start it as the identity
-            net.init_weights(model.refiner, args.init)
-    net.set_stage(model, args.stage)
-    model.to(device)
-    if device.type == 'cuda':
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(args, device)
     dtype = net.pick_precision(args.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     lr = scaled_lr(args.lr, args.lr_scale, args.batch_size * world)
@@ -430,14 +447,8 @@ def train(args):
 
     eval_options = dict(stage=args.stage, method=args.crop_or_resize, max_size=args.max_size, size=args.size_h,
                         device=device, dtype=dtype)
-    # One loader for the run: its workers keep their decoded-image caches from epoch to epoch. They are
-    # spawned, not forked: a fork after OpenCV has run threads in this process (validation) can hang.
     sampler = EpochSampler(len(dataset), args.seed, rank, world)
-    loader = torch.utils.data.DataLoader(ErrorsAsSamples(dataset), batch_size=args.batch_size, sampler=sampler,
-                                         collate_fn=collate_or_error, num_workers=args.workers, drop_last=True,
-                                         pin_memory=device.type == 'cuda',
-                                         persistent_workers=args.workers > 0, worker_init_fn=data.worker_init,
-                                         multiprocessing_context='spawn' if args.workers > 0 else None)
+    loader = make_loader(dataset, sampler, args.batch_size, args.workers, pin_memory=device.type == 'cuda')
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
     # The losses since the last read stay on the device: reading one waits for the GPU, so it happens every
     # --print_freq steps and before each validation or save (a non-finite loss is caught there, by window).
@@ -447,14 +458,12 @@ def train(args):
     epoch, validate_now, save_now = -1, bool(main_process and val_samples and args.pretrain), False
     while True:
         if validate_now:
-            record = {'step': step, 'epoch': epoch, **validate(model, val_samples, test_samples,
-                                                                args.test_res_dir, eval_options)}
+            record = validate(model, val_samples, test_samples, args.test_res_dir, step, epoch, eval_options)
             if record['val']['sad'] < best_sad:
                 best_sad, record['best'] = record['val']['sad'], True
                 net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world),
                                     os.path.join(args.save_dir, 'best.pth'))
             log_line(log_path, record)
-            tqdm.write(f"step {step}: validation " + ' '.join(f"{k} {v:.4f}" for k, v in record['val'].items()))
         if save_now:
             net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world),
                                 os.path.join(args.save_dir, 'latest.pth'))
@@ -508,13 +517,15 @@ def mean_loss(loss_sum, first, last):
     return loss
 
 
-def validate(model, val_samples, test_samples, test_res_dir, eval_options):
-    """{'val': mean metrics of the held-out foregrounds' composites, and 'test': of the test set (for the log
-    only, never for picking best.pth; its predictions written to test_res_dir)}. eval_options: `evaluate`'s
-    stage, method, max_size, size, device, dtype."""
-    record = {'val': evaluate(model, val_samples, **eval_options)}
+def validate(model, val_samples, test_samples, test_res_dir, step, epoch, eval_options):
+    """The log record of a validation at `step`, printed too: 'val', the mean metrics of the held-out
+    foregrounds' composites, and 'test', of the test set (for the log only, never for picking best.pth; its
+    predictions written to test_res_dir). eval_options: `evaluate`'s stage, method, max_size, size, device,
+    dtype."""
+    record = {'step': step, 'epoch': epoch, 'val': evaluate(model, val_samples, **eval_options)}
     if test_samples:
         record['test'] = evaluate(model, test_samples, save_dir=test_res_dir, **eval_options)
+    tqdm.write(f"step {step}: validation " + ' '.join(f"{k} {v:.4f}" for k, v in record['val'].items()))
     return record
 
 
