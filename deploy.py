@@ -319,7 +319,7 @@ def load_model(path, device, stage=None, trust=False):
                       f"its refiner was never trained")
     model = net.DIM(skip=bool(net.recorded_skip(ckpt)))  # the variant the checkpoint records
     net.load_state(model, ckpt['model'], path)
-    # channels_last: about 20% faster on the CPU (oneDNN) and the usual fast path of cuDNN
+    # channels_last: the fast layout of oneDNN on the CPU (README, "Deploying") and of cuDNN
     model.to(device=device, memory_format=torch.channels_last).eval()
     return model, stage
 

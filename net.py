@@ -158,9 +158,8 @@ class DIM(nn.Module):
     forward(img N,3,H,W normalised with the ImageNet mean/std, trimap N,1,H,W holding 0/128/255,
     refine=True) -> (alpha_ed, alpha_refined), both N,1,H,W in [0,1]; alpha_refined is None when
     refine=False (saves the refiner's time where the stage does not use it). Any H, W >= 32.
-    Works in channels_last and under torch.autocast (the alphas are float32 either way). On CPU,
-    `model.to(memory_format=torch.channels_last)` with a channels_last `img` ran 20-25% faster
-    (800x800: 3.3 s instead of 4.1 s on 2 cores); converting only `img` gains about half of that.
+    Works in channels_last (the faster layout: README, "Deploying") and under torch.autocast (the alphas
+    are float32 either way).
     """
 
     def __init__(self, skip=False, init='xavier'):

@@ -418,7 +418,7 @@ def bench_data(quick):
     h, w, size, crops = (108, 192, 64, (64, 80, 96)) if quick else (1080, 1920, 320, (320, 480, 640))
     n_fg, n_bg = (2, 2) if quick else (4, 3)
     threads = cv2.getNumThreads(), torch.get_num_threads()
-    cv2.setNumThreads(1)  # one loader worker: TrainDataset sets this in its workers
+    cv2.setNumThreads(1)  # as in one loader worker of train.py (data.worker_init), here in this process
     torch.set_num_threads(1)
     try:
         with tempfile.TemporaryDirectory(prefix='bench_data_') as folder:
