@@ -19,7 +19,6 @@ def positive_numbers(tree):
     return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
 
 
-@pytest.mark.slow  # about 100 s on one core: every part of the benchmark, once
 def test_quick_bench_writes_every_part(tmp_path, capsys):
     torch.manual_seed(0)
     ckpt = str(tmp_path / 'tiny.pth')
