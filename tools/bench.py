@@ -250,12 +250,13 @@ def ring_matte(size, band=0.15, seed=0):
     return image, trimap
 
 
-def bench_crop(args, device, size, repeats, budget):
+def bench_crop(ckpt, trust, device, size, repeats, budget):
     """deploy.py's crop method against whole on an image whose unknown band is 15% of it: time, and the
-    SAD between the two mattes over the unknown region (the difference tiling causes)."""
-    if args.ckpt:
-        model, stage = deploy.load_model(args.ckpt, device, trust=args.trust)
-        weights = os.path.basename(args.ckpt)
+    SAD between the two mattes over the unknown region (the difference tiling causes). ckpt: the weights
+    (None: random ones)."""
+    if ckpt:
+        model, stage = deploy.load_model(ckpt, device, trust=trust)
+        weights = os.path.basename(ckpt)
     else:
         torch.manual_seed(0)
         model, stage, weights = net.DIM().eval().to(device=device, memory_format=torch.channels_last), 1, 'random weights'
@@ -539,16 +540,19 @@ def quality(samples, methods):
     return dict(images=len(names), names=names, methods=out, one_sided_trimaps=one_sided)
 
 
-def bench_quality(args, device, dtypes):
-    """The DIM rows once per dtype (the same model; each image goes through them one after the other)."""
+def bench_quality(ckpt, trust, synth_dir, real_dir, max_images, quick, device, dtypes):
+    """Mean metrics and seconds per image of DIM (ckpt), closed-form matting and the trivial baseline on the
+    synthetic test split (synth_dir, or one generated now) and the real photographs of real_dir, at most
+    max_images of each. The DIM rows once per dtype (the same model; each image goes through them one after
+    the other)."""
     torch.backends.cudnn.benchmark = False  # the train part sets it; here every image size would re-tune
     notes, methods = [], {}
-    if args.ckpt:
-        model, stage = deploy.load_model(args.ckpt, device, trust=args.trust)
+    if ckpt:
+        model, stage = deploy.load_model(ckpt, device, trust=trust)
         image, _, trimap, _ = sample_matte(64)
         for dtype in dtypes:
             deploy.predict(model, image, trimap, stage, dtype=dtype)  # warm-up: first-call set-up is no image's cost
-            methods[f'DIM stage {stage} ({os.path.basename(args.ckpt)}) {dtype_name(dtype)}'] = \
+            methods[f'DIM stage {stage} ({os.path.basename(ckpt)}) {dtype_name(dtype)}'] = \
                 lambda image, trimap, dtype=dtype: deploy.predict(model, image, trimap, stage, device=device,
                                                                   dtype=dtype)
     else:
@@ -563,22 +567,22 @@ def bench_quality(args, device, dtypes):
     methods['trivial (0.5 in unknown)'] = lambda image, trimap: report.trivial_baseline(trimap)
     out = dict(notes=notes)
     with contextlib.ExitStack() as stack:
-        root = args.synth_dir
+        root = synth_dir
         if root is None:
             root = stack.enter_context(tempfile.TemporaryDirectory(prefix='bench_synth_'))
-            num_fg = max(1, math.ceil(args.max_images / 2))
+            num_fg = max(1, math.ceil(max_images / 2))
             gen = ['--out', root, '--num_train_fg', '1', '--num_bg', '1', '--num_test_fg', str(num_fg),
-                   '--num_test_bg', '2', '--sheet', '', '--workers', '1'] + (['--size', '96'] if args.quick else [])
+                   '--num_test_bg', '2', '--sheet', '', '--workers', '1'] + (['--size', '96'] if quick else [])
             with contextlib.redirect_stdout(sys.stderr):
                 if synthesize.main(gen) != 0:
                     raise RuntimeError("tools/synthesize.py failed to make the test split")
             out['synthetic_source'] = f"generated: tools/synthesize.py {shlex.join(gen[2:])}"
         else:
             out['synthetic_source'] = root
-        out['synthetic'] = quality(synthetic_test_set(root, args.max_images), methods)
-    if args.real_dir:
-        out['real'] = quality(real_test_set(args.real_dir, args.max_images), methods)
-        out['real_source'] = os.path.basename(os.path.normpath(args.real_dir))
+        out['synthetic'] = quality(synthetic_test_set(root, max_images), methods)
+    if real_dir:
+        out['real'] = quality(real_test_set(real_dir, max_images), methods)
+        out['real_source'] = os.path.basename(os.path.normpath(real_dir))
     return out
 
 
@@ -592,80 +596,100 @@ def fmt_table(header, rows):
                      for r in cells)
 
 
-def format_report(results):
+def format_machine(m):
+    gpu = f" ({m['gpu']})" if m['gpu'] else ''
+    changes = " + uncommitted changes" if m['uncommitted'] else ''
+    return ["== machine",
+            f"cpu     {m['cpu']}; {m['cpu_count']} logical cores, torch threads {m['torch_threads']}, "
+            f"capability {m['cpu_capability']}",
+            f"torch   {m['torch']} (python {m['python']}), device {m['device']}{gpu}",
+            f"commit  {m['commit'] or 'unknown (not a git checkout)'}{changes}"]
+
+
+def format_speed(s):
+    out = [f"\n== speed: whole-image inference, stage {s['stage']} (encoder-decoder only, refine=False), "
+           f"{s['model']}, {' and '.join(s['dtypes'])} (autocast); share: against the matrix product in "
+           f"the row's dtype"]
+    gpu = any('peak_gpu_gib' in r for r in s['rows'])
+    header = ['size', 'dtype', 'GFLOP', 'refine +', 'network s', 'GFLOP/s', f"matmul GFLOP/s ({s['matmul']})",
+              'share', 'predict s', 'passes', 'peak RSS GiB', 'RSS increase GiB']
+    header += ['GPU peak GiB', 'GPU increase GiB'] if gpu else []
+    rows = []
+    for r in s['rows']:
+        row = [f"{r['size']}x{r['size']}", r['dtype'], f"{r['gflop']:.1f}", f"{r['refine_extra']:.1%}",
+               f"{r['network_s']:.3f}", f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}",
+               f"{r['predict_s']:.3f}", r['passes'], f"{r['peak_rss_gib']:.2f}", f"{r['rss_increase_gib']:.2f}"]
+        if gpu:
+            row += [f"{r.get('peak_gpu_gib', 0):.2f}", f"{r.get('gpu_increase_gib', 0):.2f}"]
+        rows.append(row)
+    out.append(fmt_table(header, rows))
+    return out
+
+
+def format_crop(c):
+    return [f"\n== crop: deploy.py's crop method against whole, {c['size']}x{c['size']}, unknown band "
+            f"{c['unknown']:.0%} of the pixels, stage {c['stage']}, {c['weights']}",
+            fmt_table(['whole s', 'crop s', 'speedup', 'SAD(crop vs whole)'],
+                      [[f"{c['whole_s']:.2f}", f"{c['crop_s']:.2f}", f"{c['speedup']:.2f}x",
+                        f"{c['sad_crop_vs_whole']:.3f}"]])]
+
+
+def format_train(t):
+    gpu = any('peak_gpu_gib' in r for r in t['rows'])
+    header = ['dtype', 'batch', 's/step', 'images/s', 'steps timed', 'GFLOP/s (3x forward)',
+              f"matmul GFLOP/s ({t['matmul']})", 'share'] + (['GPU peak GiB'] if gpu else [])
+    rows = [[r['dtype'], r['batch'], f"{r['s_per_step']:.3f}", f"{r['images_per_s']:.2f}", r['steps'],
+             f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}"]
+            + ([f"{r['peak_gpu_gib']:.2f}"] if gpu else []) for r in t['rows']]
+    return [f"\n== train: train.train_step at {t['size']}x{t['size']}, stage-{t['stage']} loss, Adam, "
+            f"{' and '.join(t['dtypes'])} (autocast); largest batch limited by "
+            f"{'; '.join(f'{k}: {v}' for k, v in t['limited_by'].items())}",
+            fmt_table(header, rows)]
+
+
+def format_data(d):
+    return [f"\n== data: one loader worker (one thread), {d['size']}x{d['size']} samples from {d['source']} "
+            f"sources, crops {d['crop_sizes']}, {d['samples']} samples a pass",
+            fmt_table(['pass', 'samples/s'], [
+                ['first (decoding PNG/JPEG files)', f"{d['first_pass_per_s']:.1f}"],
+                ['second (decoded images cached)', f"{d['cached_per_s']:.1f}"],
+                ['reference: whole image composed first (cached)', f"{d['whole_first_cached_per_s']:.1f}"]])]
+
+
+def format_metrics(x):
+    return [f"\n== metrics: seconds per {x['size']}x{x['size']} image ({x['unknown']:.0%} unknown)",
+            fmt_table(['SAD', 'MSE', 'GRAD', 'CONN', 'all four (compute_all)'],
+                      [[f"{x[k + '_s']:.4f}" for k in ('sad', 'mse', 'grad', 'conn', 'all')]])]
+
+
+def format_quality(q):
     out = []
-    m = results['machine']
-    out.append("== machine")
-    out.append(f"cpu     {m['cpu']}; {m['cpu_count']} logical cores, torch threads {m['torch_threads']}, "
-               f"capability {m['cpu_capability']}")
-    out.append(f"torch   {m['torch']} (python {m['python']}), device {m['device']}"
-               + (f" ({m['gpu']})" if m['gpu'] else ''))
-    out.append(f"commit  {m['commit'] or 'unknown (not a git checkout)'}"
-               + (" + uncommitted changes" if m['uncommitted'] else ''))
-    if 'speed' in results:
-        s = results['speed']
-        out.append(f"\n== speed: whole-image inference, stage {s['stage']} (encoder-decoder only, refine=False), "
-                   f"{s['model']}, {' and '.join(s['dtypes'])} (autocast); share: against the matrix product in "
-                   f"the row's dtype")
-        gpu = any('peak_gpu_gib' in r for r in s['rows'])
-        header = ['size', 'dtype', 'GFLOP', 'refine +', 'network s', 'GFLOP/s', f"matmul GFLOP/s ({s['matmul']})",
-                  'share', 'predict s', 'passes', 'peak RSS GiB', 'RSS increase GiB']
-        header += ['GPU peak GiB', 'GPU increase GiB'] if gpu else []
-        rows = []
-        for r in s['rows']:
-            row = [f"{r['size']}x{r['size']}", r['dtype'], f"{r['gflop']:.1f}", f"{r['refine_extra']:.1%}",
-                   f"{r['network_s']:.3f}", f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}",
-                   f"{r['predict_s']:.3f}", r['passes'], f"{r['peak_rss_gib']:.2f}", f"{r['rss_increase_gib']:.2f}"]
-            if gpu:
-                row += [f"{r.get('peak_gpu_gib', 0):.2f}", f"{r.get('gpu_increase_gib', 0):.2f}"]
-            rows.append(row)
-        out.append(fmt_table(header, rows))
-    if 'crop' in results:
-        c = results['crop']
-        out.append(f"\n== crop: deploy.py's crop method against whole, {c['size']}x{c['size']}, unknown band "
-                   f"{c['unknown']:.0%} of the pixels, stage {c['stage']}, {c['weights']}")
-        out.append(fmt_table(['whole s', 'crop s', 'speedup', 'SAD(crop vs whole)'],
-                             [[f"{c['whole_s']:.2f}", f"{c['crop_s']:.2f}", f"{c['speedup']:.2f}x",
-                               f"{c['sad_crop_vs_whole']:.3f}"]]))
-    if 'train' in results:
-        t = results['train']
-        out.append(f"\n== train: train.train_step at {t['size']}x{t['size']}, stage-{t['stage']} loss, Adam, "
-                   f"{' and '.join(t['dtypes'])} (autocast); largest batch limited by "
-                   f"{'; '.join(f'{k}: {v}' for k, v in t['limited_by'].items())}")
-        gpu = any('peak_gpu_gib' in r for r in t['rows'])
-        header = ['dtype', 'batch', 's/step', 'images/s', 'steps timed', 'GFLOP/s (3x forward)',
-                  f"matmul GFLOP/s ({t['matmul']})", 'share'] + (['GPU peak GiB'] if gpu else [])
-        out.append(fmt_table(header, [[r['dtype'], r['batch'], f"{r['s_per_step']:.3f}", f"{r['images_per_s']:.2f}", r['steps'],
-                                       f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}"]
-                                      + ([f"{r['peak_gpu_gib']:.2f}"] if gpu else []) for r in t['rows']]))
-    if 'data' in results:
-        d = results['data']
-        out.append(f"\n== data: one loader worker (one thread), {d['size']}x{d['size']} samples from {d['source']} "
-                   f"sources, crops {d['crop_sizes']}, {d['samples']} samples a pass")
-        out.append(fmt_table(['pass', 'samples/s'], [
-            ['first (decoding PNG/JPEG files)', f"{d['first_pass_per_s']:.1f}"],
-            ['second (decoded images cached)', f"{d['cached_per_s']:.1f}"],
-            ['reference: whole image composed first (cached)', f"{d['whole_first_cached_per_s']:.1f}"]]))
-    if 'metrics' in results:
-        x = results['metrics']
-        out.append(f"\n== metrics: seconds per {x['size']}x{x['size']} image ({x['unknown']:.0%} unknown)")
-        out.append(fmt_table(['SAD', 'MSE', 'GRAD', 'CONN', 'all four (compute_all)'],
-                             [[f"{x[k + '_s']:.4f}" for k in ('sad', 'mse', 'grad', 'conn', 'all')]]))
-    if 'quality' in results:
-        q = results['quality']
-        for key, title in (('synthetic', f"synthetic test split ({q.get('synthetic_source')})"),
-                           ('real', f"real photographs ({q.get('real_source')})")):
-            if key not in q:
-                continue
-            out.append(f"\n== quality: {title}, {q[key]['images']} images")
-            out.append(fmt_table(['method', 'SAD', 'MSE', 'GRAD', 'CONN', 's/image'], [
-                [name, f"{r['sad']:.2f}", f"{r['mse']:.4f}", f"{r['grad']:.2f}", f"{r['conn']:.2f}",
-                 f"{r['s_per_image']:.3f}"] for name, r in q[key]['methods'].items()]))
-            if q[key]['one_sided_trimaps']:
-                out.append(f"note: {q[key]['one_sided_trimaps']} of these trimaps have no foreground (or no "
-                           f"background) pixel: closed-form matting's answer there is a constant 0 (or 1)")
-        for note in q['notes']:
-            out.append(f"note: {note}")
+    for key, title in (('synthetic', f"synthetic test split ({q.get('synthetic_source')})"),
+                       ('real', f"real photographs ({q.get('real_source')})")):
+        if key not in q:
+            continue
+        out.append(f"\n== quality: {title}, {q[key]['images']} images")
+        out.append(fmt_table(['method', 'SAD', 'MSE', 'GRAD', 'CONN', 's/image'], [
+            [name, f"{r['sad']:.2f}", f"{r['mse']:.4f}", f"{r['grad']:.2f}", f"{r['conn']:.2f}",
+             f"{r['s_per_image']:.3f}"] for name, r in q[key]['methods'].items()]))
+        if q[key]['one_sided_trimaps']:
+            out.append(f"note: {q[key]['one_sided_trimaps']} of these trimaps have no foreground (or no "
+                       f"background) pixel: closed-form matting's answer there is a constant 0 (or 1)")
+    for note in q['notes']:
+        out.append(f"note: {note}")
+    return out
+
+
+FORMATS = dict(speed=format_speed, crop=format_crop, train=format_train, data=format_data, metrics=format_metrics,
+               quality=format_quality)
+
+
+def format_report(results):
+    """The printed report: the machine, then each part that ran, in PARTS order."""
+    out = format_machine(results['machine'])
+    for part in PARTS:
+        if part in results:
+            out += FORMATS[part](results[part])
     return '\n'.join(out)
 
 
@@ -739,12 +763,14 @@ def main(argv=None):
     print(f"bench: {', '.join(parts)} on {device}", file=sys.stderr, flush=True)
     try:
         jobs = dict(speed=lambda: bench_speed(sizes, device, dtypes, args.repeats, args.budget, args.quick),
-                    crop=lambda: bench_crop(args, device, 128 if args.quick else 1024, args.repeats, args.budget),
+                    crop=lambda: bench_crop(args.ckpt, args.trust, device, 128 if args.quick else 1024, args.repeats,
+                                            args.budget),
                     train=lambda: bench_train(device, dtypes, train_size, args.repeats, args.budget, max_cpu_batch,
                                               matmul_size(device, args.quick), warmup=not args.quick),
                     data=lambda: bench_data(args.quick),
                     metrics=lambda: bench_metrics(128 if args.quick else 1024, args.repeats),
-                    quality=lambda: bench_quality(args, device, dtypes))
+                    quality=lambda: bench_quality(args.ckpt, args.trust, args.synth_dir, args.real_dir,
+                                                  args.max_images, args.quick, device, dtypes))
         for part in PARTS:
             if part in parts:
                 t = time.time()
@@ -758,10 +784,11 @@ def main(argv=None):
     print(format_report(results))
     print(f"\n(bench took {results['seconds']:.0f} s)")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json + '.tmp', 'w') as f:
-            json.dump(results, f, indent=1)
-        os.replace(args.json + '.tmp', args.json)
+        try:
+            data.write_atomic(args.json, lambda f: json.dump(results, f, indent=1), text=True)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     return 0
 
 
