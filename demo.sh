@@ -3,7 +3,7 @@
 # synthesize a dataset, composite it, train stages 1, 2 and 3 from scratch, deploy on the test split, then
 # print the metrics next to the trivial baseline and draw results/demo.png.
 #
-# DEMO_SCALE=4 bash demo.sh trains 4 times longer (the README's long recipe, under an hour on 2 cores).
+# DEMO_SCALE=2 bash demo.sh trains twice as long (the README's long recipe).
 # No VGG-16 weights can be downloaded here, so the network starts from He init with the skip variant, which
 # learned faster from scratch (README, "Training from scratch").
 set -euo pipefail
