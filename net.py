@@ -273,15 +273,9 @@ def pick_device(name):
 
 def cpu_has_bf16():
     """Whether the CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16), where bf16 autocast pays; on
-    other CPUs it is emulated and slower than fp32. torch's probes are private, so /proc/cpuinfo backs them."""
+    other CPUs it is emulated and slower than fp32. torch's probes are private, so a missing one means no."""
     probes = [getattr(torch.cpu, name, None) for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]
-    if any(probe is not None and probe() for probe in probes):
-        return True
-    try:
-        with open('/proc/cpuinfo') as f:
-            return any(line.startswith('flags') and {'amx_bf16', 'avx512_bf16'} & set(line.split()) for line in f)
-    except OSError:
-        return False
+    return any(probe is not None and probe() for probe in probes)
 
 
 def pick_precision(name, device):
