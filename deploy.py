@@ -579,7 +579,7 @@ def main(argv=None):
     by_stem = collections.defaultdict(list)
     for path in paths:
         by_stem[os.path.splitext(os.path.basename(path))[0]].append(path)
-    for path in tqdm(paths, desc='deploy', unit='img', dynamic_ncols=True):
+    for path in tqdm(paths, desc='deploy', unit='img', disable=None, dynamic_ncols=True):
         name = os.path.basename(path)
         stem = os.path.splitext(name)[0]
         if len(by_stem[stem]) > 1:  # two images would write one matte: neither is used (the rule of every script)

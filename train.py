@@ -303,7 +303,7 @@ def evaluate(model, samples, stage, method, max_size, size, device, dtype, save_
     torch.backends.cudnn.benchmark = False  # every image size would tune every convolution anew
     scores = []
     try:
-        for sample in tqdm(samples, desc='validate', leave=False, dynamic_ncols=True):
+        for sample in tqdm(samples, desc='validate', leave=False, disable=None, dynamic_ncols=True):
             pred = predict_sample(model, sample, stage, method, max_size, size, device, dtype)
             pred = np.round(pred * 255).astype(np.uint8)
             if save_dir:
@@ -449,7 +449,8 @@ def train(args):
                         device=device, dtype=dtype)
     sampler = EpochSampler(len(dataset), args.seed, rank, world)
     loader = make_loader(dataset, sampler, args.batch_size, args.workers, pin_memory=device.type == 'cuda')
-    bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=not main_process, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=None if main_process else True,
+               dynamic_ncols=True)  # None: no bar when stderr is not a terminal (a log file)
     # The losses since the last read stay on the device: reading one waits for the GPU, so it happens every
     # --print_freq steps and before each validation or save (a non-finite loss is caught there, by window).
     loss_sum, window_start, last_loss, started = torch.zeros((), device=device), step, math.nan, time.time()

@@ -217,6 +217,7 @@ def test_cli_reports_each_bad_file_and_writes_the_others(model, tmp_path, capsys
     assert saved.shape == (40, 56) and saved.dtype == np.uint8
     assert np.all(saved[trimap == 255] == 255) and np.all(saved[trimap == 0] == 0)
     assert 'SAD' in out and '3 images' in out
+    assert '%|' not in err  # no progress bar off a terminal
 
 
 def test_cli_global_errors_are_one_line(tmp_path, capsys):

@@ -116,7 +116,7 @@ def test_stage_2_starts_exactly_at_the_stage_1_matte(tiny_set, tmp_path):
     assert best == min(r['val']['sad'] for r in stage2) <= stage1[-1]['val']['sad']
 
 
-def test_validation_writes_best_and_a_json_line(tiny_set, tmp_path):
+def test_validation_writes_best_and_a_json_line(tiny_set, tmp_path, capsys):
     # 3 training composites an epoch: validation after epoch 1, then a loader worker goes on loading
     assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '4', '--val_fraction', '0.25',
                                '--val_per_fg', '1', '--workers', '1')) == 0
@@ -127,6 +127,7 @@ def test_validation_writes_best_and_a_json_line(tiny_set, tmp_path):
     assert [r['step'] for r in val] == [3, 4] and set(val[0]['val']) == {'sad', 'mse', 'grad', 'conn'}
     best = min(r['val']['sad'] for r in val)
     assert torch.load(tmp_path / 'best.pth', weights_only=True)['best_sad'] == best
+    assert '%|' not in capsys.readouterr().err  # progress bars (training, validation) only on a terminal
 
 
 def test_bad_checkpoints_are_one_line_errors(tiny_set, tmp_path, capsys):

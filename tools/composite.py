@@ -211,7 +211,7 @@ def main(argv=None):
         return 2
     tasks = [(job, args.out_dir, copy_alpha, args.resize == 'pillow') for job in jobs]
     results, written, sizes = {}, 0, {job['index']: len(job['pairs']) for job in jobs}
-    bar = tqdm(total=sum(sizes.values()), unit='img', desc='composite', dynamic_ncols=True)
+    bar = tqdm(total=sum(sizes.values()), unit='img', desc='composite', disable=None, dynamic_ncols=True)
     pool = multiprocessing.Pool(args.workers) if args.workers > 1 and len(tasks) > 1 else None
     try:
         for index, rows, job_problems, n in (pool.imap_unordered(_run, tasks) if pool else map(_run, tasks)):

@@ -576,7 +576,7 @@ def _init_worker():
 
 def run_all(tasks, workers, desc):
     """Results of run_task over `tasks`, in order, in `workers` processes."""
-    bar = tqdm(total=len(tasks), desc=desc, unit='item', leave=False)
+    bar = tqdm(total=len(tasks), desc=desc, unit='item', leave=False, disable=None)
     try:
         if workers <= 1:
             results = []
