@@ -391,6 +391,17 @@ def train_sample(fg, alpha, bg, crop_size, centre, flip, k_erode, k_dilate, size
     return dict(img=img, trimap=trimap, alpha=alpha, fg=fg, bg=bg)
 
 
+def to_tensors(sample):
+    """A `train_sample` as the model and the loss take it: img 3xSxS (normalised), trimap 1xSxS (0/128/255),
+    alpha 1xSxS, fg and bg 3xSxS (all float32, alpha/fg/bg in [0, 1])."""
+    def chw(x):  # H,W,C uint8 -> C,H,W float32 in [0, 1]
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)).div_(255)
+
+    return dict(img=torch.from_numpy(normalize(sample['img'])),
+                trimap=torch.from_numpy(sample['trimap'][None].astype(np.float32)),
+                alpha=chw(sample['alpha'][:, :, None]), fg=chw(sample['fg']), bg=chw(sample['bg']))
+
+
 # --------------------------------------------------------------------------- composite lists
 
 def find_composite_list(path):
@@ -544,8 +555,7 @@ class TrainDataset(torch.utils.data.Dataset):
     Never call cv2.setNumThreads inside a forked worker: it can hang on the thread pool inherited from
     the parent (set it in the main process before the loader starts, if at all). Spawned workers start
     without that pool: train.py's loader spawns them and sets one thread each (`worker_init`).
-    __getitem__ -> dict of tensors: img 3xSxS (normalised), trimap 1xSxS (0/128/255), alpha 1xSxS,
-    fg and bg 3xSxS (all float32, alpha/fg/bg in [0, 1]).
+    __getitem__ -> the dict of tensors of `to_tensors`.
     """
 
     def __init__(self, entries, size=320, crop_sizes=(320, 480, 640), seed=0, online_bgs=None, cache_mb=2000):
@@ -589,15 +599,8 @@ class TrainDataset(torch.utils.data.Dataset):
         fg, alpha, unknown = self._fg_cache.get((entry['fg'], entry['alpha']),
                                                 lambda: _load_foreground(entry['fg'], entry['alpha']))
         bg = self._bg_cache.get(d['bg'], lambda: read_image(d['bg']))
-        s = train_sample(fg, alpha, bg, d['crop_size'], d['centre'], d['flip'], d['k_erode'], d['k_dilate'],
-                         size=self.size, unknown=unknown)
-
-        def chw(x):  # H,W,C uint8 -> C,H,W float32 in [0, 1]
-            return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)).div_(255)
-
-        return dict(img=torch.from_numpy(normalize(s['img'])),
-                    trimap=torch.from_numpy(s['trimap'][None].astype(np.float32)),
-                    alpha=chw(s['alpha'][:, :, None]), fg=chw(s['fg']), bg=chw(s['bg']))
+        return to_tensors(train_sample(fg, alpha, bg, d['crop_size'], d['centre'], d['flip'], d['k_erode'],
+                                       d['k_dilate'], size=self.size, unknown=unknown))
 
     def __getstate__(self):  # pickled (spawned workers): start with empty caches, not a copy
         state = self.__dict__.copy()

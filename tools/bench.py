@@ -1,41 +1,33 @@
-"""Speed and quality of this Deep Image Matting project, measured side by side in one run.
+"""Speed of this Deep Image Matting project on the machine it runs on (the CPU, or a GPU where there is one).
 
-    python tools/bench.py [--ckpt CKPT] [--real_dir DIR] [--json bench.json]
+    python tools/bench.py [--parts speed,crop,train,data,metrics,quality] [--ckpt CKPT] [--real_dir DIR]
 
-It runs on whatever machine it finds (the CPU, or a GPU where one exists) and puts each speed next to the
-machine's own limit measured in the same run: a plain matrix product's GFLOP/s, measured right before and
-after each timed pass, because other work on a shared machine slows both.
-
-Parts (--parts):
-  speed    whole-image inference at each --sizes in each of --precisions (fp32 and bf16 on the CPU, fp32 and
-           auto's bf16 or fp16 on a GPU): the network's time (best of --repeats passes, fewer where one pass
-           is slow: --budget) and its GFLOP/s (2 * net.count_flops / time) as a share of the matrix
-           product's in the same dtype; the time of deploy.predict (the same pass plus reading the arrays
-           in and out); peak memory of one deploy.predict. Each size runs in a fresh process, so its
-           peak RSS (and the increase over the process before the pass) belongs to that size alone; on a GPU,
-           torch.cuda.max_memory_allocated. Stage 1 (refine=False, the encoder-decoder alpha); the refiner
-           adds the FLOPs shown as "refine +". Random weights: they do not change the time.
-  crop     deploy.py's crop method against whole on a 1024x1024 image whose unknown band covers 15% of it
-           (the --ckpt model, else random weights): seconds of each, the speedup, and the SAD between the
-           two mattes over the unknown region.
-  train    seconds per step and images per second at 320x320 through train.train_step (stage-1 loss,
-           Adam) in each of --precisions, with its share of the matrix product in the same dtype, batch 1
-           and the largest batch that fits: doubling until out of memory on a GPU (batches in pinned memory,
-           as the loader gives them), capped at --max_cpu_batch on the CPU (the cap, not memory, limits it).
-  data     samples per second of one loader worker (data.TrainDataset iterated in this process, one
-           thread), 320x320 samples from 1920x1080 sources: first pass (decoding the files), second pass
-           (decoded images cached), and, for reference, composing the whole image before cropping.
-  metrics  seconds per 1024x1024 image for SAD, MSE, GRAD and CONN (metrics.py).
-  quality  mean SAD, MSE, GRAD, CONN and seconds per image of DIM (--ckpt, in each of --precisions), closed-form matting
-           (pymatting.estimate_alpha_cf, a test/bench dependency) and the trivial baseline (0.5 in the
-           unknown region), on the same images: the synthetic test split (--synth_dir, a
-           tools/synthesize.py output, composited as tools/composite.py does; by default a small one is
-           generated with synthesize.py's defaults, so its images are the first ones of a default
-           data/synth) and, with --real_dir, photographs laid out as DIR/image, DIR/alpha, DIR/trimap.
+Each speed stands beside a plain matrix product's GFLOP/s in the same dtype, measured in the same run
+right before and after the timed passes (the faster of the two), because other work on a shared machine
+slows both. Everything runs in this one process. Parts:
+  speed    the network (stage 1: refine=False, random weights, channels_last) at each of --sizes in each of
+           --precisions: best of --repeats forward passes (fewer where one is slow: --budget), its GFLOP/s
+           (2 * net.count_flops / time) and share of the matrix product; deploy.predict's time (the same pass
+           plus the arrays in and out); peak memory: on a GPU torch.cuda.max_memory_allocated of the pass, on
+           the CPU the process's peak resident memory so far (sizes run in ascending order, so a row shows its
+           own pass's peak where that pass needs more than every earlier one).
+  crop     deploy.py's crop method against whole on a 1024x1024 image whose unknown ring covers 15% of it
+           (--ckpt's weights, else random ones): seconds of each and the SAD between the two mattes.
+  train    train.train_step (stage-1 loss, Adam) at 320x320 in each of --precisions: seconds per step (median)
+           and images per second at batch 1 and the largest batch: doubling until out of memory on a GPU,
+           --max_cpu_batch on the CPU.
+  data     samples per second of data.TrainDataset in this process with one thread (as one loader worker):
+           320x320 samples from 1920x1080 files, first pass (decoding) and second (cached), and for
+           reference the same samples with the whole image composed before cropping.
+  metrics  seconds per 1024x1024 image of SAD, MSE, GRAD and CONN (metrics.py).
+  quality  tools/report.py's comparison: DIM (--ckpt) in each of --precisions, closed-form matting (when
+           PyMatting is installed) and the trivial baseline, on a synthetic test split (--synth_dir, else a
+           small one generated with tools/synthesize.py's defaults) and on --real_dir's photographs
+           (DIR/image, DIR/alpha, DIR/trimap). tools/report.py --ckpt CKPT --closed_form does it for any folders.
 """
 import argparse
 import contextlib
-import io
+import importlib.util
 import json
 import math
 import os
@@ -48,37 +40,63 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path[:0] = [ROOT, os.path.join(ROOT, 'tools')]
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import composite  # noqa: E402
 import data  # noqa: E402
 import deploy  # noqa: E402
 import metrics  # noqa: E402
 import net  # noqa: E402
 import report  # noqa: E402
-import synthesize  # noqa: E402
 import train  # noqa: E402
 
 PARTS = ('speed', 'crop', 'train', 'data', 'metrics', 'quality')
 GIB = 2 ** 30
 
 
-# ------------------------------------------------------------------------------------------- helpers
-
 def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
 
-def peak_rss():
-    """Peak resident memory of this process so far, in bytes (ru_maxrss is KiB on Linux, bytes on macOS)."""
+def seconds(fn, device):
+    """Wall time of one call of fn(), the device's queued work included."""
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def timed_passes(first_seconds, repeats, budget):
+    """How many timed passes fit: `repeats`, fewer when one pass (as long as the first) would pass `budget`."""
+    return max(1, min(repeats, int(budget / max(first_seconds, 1e-9))))
+
+
+def matmul_gflops(device, dtype, n, repeats=3):
+    """GFLOP/s of an n x n matrix product in `dtype` (best of `repeats`; on a GPU each of 10 products)."""
+    inner = 10 if device.type == 'cuda' else 1
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+
+    def products():
+        for _ in range(inner):
+            torch.mm(a, b)
+
+    with torch.inference_mode():
+        products()
+        return 2 * n ** 3 * inner / min(seconds(products, device) for _ in range(repeats)) / 1e9
+
+
+def peak_memory_gib(device):
+    """On a GPU the peak allocated since torch.cuda.reset_peak_memory_stats; on the CPU the process's peak
+    resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / GIB
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == 'darwin' else rss * 1024
+    return (rss if sys.platform == 'darwin' else rss * 1024) / GIB
 
 
 def sample_matte(size, seed=0):
@@ -103,139 +121,54 @@ def sample_matte(size, seed=0):
     return image, alpha8, trimap, pred
 
 
-def matmul_gflops(device, dtype=torch.float32, n=2048, repeats=3):
-    """GFLOP/s of an n x n matrix product in `dtype` (best of `repeats`; on a GPU each of 10 products)."""
-    inner = 10 if device.type == 'cuda' else 1
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    with torch.inference_mode():
-        torch.mm(a, b)
-        best = math.inf
-        for _ in range(repeats):
-            sync(device)
-            t = time.perf_counter()
-            for _ in range(inner):
-                torch.mm(a, b)
-            sync(device)
-            best = min(best, (time.perf_counter() - t) / inner)
-    return 2 * n ** 3 / best / 1e9
-
-
-def bench_precisions(device, names=None):
-    """The precisions (net.PRECISIONS names) the speed and train parts compare; None: fp32 and the
-    reduced one of the device, side by side: on a GPU auto's (bf16, fp16 before compute capability 8.0), on
-    the CPU bf16 (what auto picks where the CPU has bf16 units, measured here wherever the run is)."""
-    if names is None:
-        names = ['fp32', 'auto' if device.type == 'cuda' else 'bf16']
-    dtypes = []
-    for name in names:
-        dtype = net.pick_precision(name, device)
-        if dtype not in dtypes:
-            dtypes.append(dtype)
-    return dtypes
-
-
-def dtype_name(dtype):
-    return {v: k for k, v in net.DTYPES.items()}[dtype]
-
-
-def matmul_size(device, quick):
-    """Side of the reference matrix product: big enough to reach the device's peak (small with --quick)."""
-    return 512 if quick else 8192 if device.type == 'cuda' else 2048
-
-
-def timed_passes(first_seconds, repeats, budget):
-    """How many timed passes fit: `repeats`, fewer when one pass (as long as the first) would pass `budget`."""
-    return max(1, min(repeats, int(budget / max(first_seconds, 1e-9))))
-
-
 def machine_info(device):
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open('/proc/cpuinfo') as f:
-            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
-    info = dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                cpu_capability=torch.backends.cpu.get_cpu_capability(), torch=torch.__version__,
-                python=platform.python_version(), device=str(device), gpu=None, commit=None, uncommitted=None)
-    if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True, timeout=30)
-        if head.returncode == 0:
-            info['commit'] = head.stdout.strip()
-            status = subprocess.run(['git', 'status', '--porcelain'], cwd=ROOT, capture_output=True, text=True,
-                                    timeout=30)
-            info['uncommitted'] = bool(status.stdout.strip())  # changed or new files beside the commit
-    return info
+    commit = 'unknown (not a git checkout)'
+    with contextlib.suppress(OSError):  # no git
+        out = subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=40'], cwd=ROOT,
+                             capture_output=True, text=True)
+        commit = out.stdout.strip() if out.returncode == 0 else commit  # "-dirty": uncommitted changes
+    return {'cpu': f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
+                   f"{torch.backends.cpu.get_cpu_capability()}, torch threads {torch.get_num_threads()}",
+            'device': f"{device} ({torch.cuda.get_device_name(device)})" if device.type == 'cuda' else str(device),
+            'torch': f"{torch.__version__} (python {platform.python_version()})", 'commit': commit}
 
 
-# --------------------------------------------------------------------------------------------- speed
+# ----------------------------------------------------------------------------------------------- parts
+# Each returns [(title, rows)]: rows are dicts with the same keys, the table's header.
 
-def speed_one(size, device, dtype, repeats, budget, matmul_n):
-    """One size's inference figures in `dtype` (run in a fresh process by `bench_speed`)."""
+def bench_speed(sizes, device, dtypes, repeats, budget, matmul_n):
     torch.manual_seed(0)
     model = net.DIM().eval().to(device=device, memory_format=torch.channels_last)
-    image, _, trimap, _ = sample_matte(size)
-    stage = 1
-    rss_before = peak_rss()
-    if device.type == 'cuda':
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        gpu_before = torch.cuda.memory_allocated(device)
-    t = time.perf_counter()
-    deploy.predict(model, image, trimap, stage, max_size=0, dtype=dtype)  # the memory pass; also the warm-up
-    first = time.perf_counter() - t
-    row = dict(size=size, dtype=dtype_name(dtype), peak_rss_gib=peak_rss() / GIB, rss_increase_gib=(peak_rss() - rss_before) / GIB)
-    if device.type == 'cuda':
-        row['peak_gpu_gib'] = torch.cuda.max_memory_allocated(device) / GIB
-        row['gpu_increase_gib'] = (torch.cuda.max_memory_allocated(device) - gpu_before) / GIB
-
-    # the network alone, on inputs already on the device, as deploy.predict runs it
-    img = torch.from_numpy(data.normalize(image))[None].to(device).contiguous(memory_format=torch.channels_last)
-    trimap_t = torch.from_numpy(trimap[None, None].astype(np.float32)).to(device)
-    flops = 2 * net.count_flops(size, size, refine=False)
-    passes = timed_passes(first, repeats, budget)
-    runs = []
-    for _ in range(passes):
-        before = matmul_gflops(device, dtype, matmul_n)
-        with torch.inference_mode(), net.autocast(device, dtype):
-            sync(device)
-            t = time.perf_counter()
-            model(img, trimap_t, refine=False)
-            sync(device)
-            seconds = time.perf_counter() - t
-        after = matmul_gflops(device, dtype, matmul_n)
-        runs.append((seconds, max(before, after)))
-    seconds, matmul = min(runs)
-    predict_s = math.inf
-    for _ in range(passes):
-        t = time.perf_counter()
-        deploy.predict(model, image, trimap, stage, max_size=0, dtype=dtype)
-        predict_s = min(predict_s, time.perf_counter() - t)
-    row.update(gflop=flops / 1e9, refine_extra=net.count_flops(size, size) / net.count_flops(size, size, False) - 1,
-               passes=passes, network_s=seconds, gflops=flops / seconds / 1e9, matmul_gflops=matmul,
-               share=flops / seconds / 1e9 / matmul, predict_s=predict_s, first_s=first)
-    return row
-
-
-def bench_speed(sizes, device, dtypes, repeats, budget, quick):
-    """Each size in each dtype (side by side), each share against the matrix product of the same dtype."""
-    matmul_n = matmul_size(device, quick)
+    memory = 'peak GPU GiB' if device.type == 'cuda' else 'peak RSS so far GiB'
     rows = []
-    for size in sizes:
-        for dtype in dtypes:
-            cmd = [sys.executable, os.path.abspath(__file__), '--_speed_child', str(size), '--device', str(device),
-                   '--precisions', dtype_name(dtype), '--repeats', str(repeats), '--budget', str(budget)] \
-                + (['--quick'] if quick else [])
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                raise RuntimeError(f"speed at {size}x{size} in {dtype_name(dtype)} failed (exit {out.returncode}): "
-                                   f"{out.stderr.strip()[-800:]}")
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"  speed {size} {dtype_name(dtype)}: network {rows[-1]['network_s']:.3f} s", file=sys.stderr,
-                  flush=True)
-    return dict(stage=1, refine=False, model='random weights, channels_last', matmul=f'{matmul_n}^3',
-                dtypes=[dtype_name(d) for d in dtypes], rows=rows)
+    for size in sorted(sizes):
+        image, _, trimap, _ = sample_matte(size)
+        img = torch.from_numpy(data.normalize(image))[None].to(device).contiguous(memory_format=torch.channels_last)
+        trimap_t = torch.from_numpy(trimap[None, None].astype(np.float32)).to(device)
+        flops = 2 * net.count_flops(size, size, refine=False)
+        for name, dtype in dtypes.items():
+            def predict():
+                deploy.predict(model, image, trimap, 1, max_size=0, dtype=dtype)
+
+            def forward():
+                with torch.inference_mode(), net.autocast(device, dtype):
+                    model(img, trimap_t, refine=False)
+
+            if device.type == 'cuda':
+                torch.cuda.reset_peak_memory_stats(device)
+            passes = timed_passes(seconds(predict, device), repeats, budget)  # also the warm-up and memory pass
+            peak = peak_memory_gib(device)
+            matmul = matmul_gflops(device, dtype, matmul_n)
+            network = min(seconds(forward, device) for _ in range(passes))
+            matmul = max(matmul, matmul_gflops(device, dtype, matmul_n))
+            rows.append({'size': f'{size}x{size}', 'dtype': name, 'GFLOP': flops / 1e9,
+                         'refine + %': 100 * (net.count_flops(size, size) / net.count_flops(size, size, False) - 1),
+                         'network s': network, 'GFLOP/s': flops / network / 1e9, 'matmul GFLOP/s': matmul,
+                         'share %': 100 * flops / network / 1e9 / matmul,
+                         'predict s': min(seconds(predict, device) for _ in range(passes)), 'passes': passes,
+                         memory: peak})
+    return [(f"whole-image inference, stage 1 (refine=False), random weights, channels_last; matrix product "
+             f"{matmul_n}^3 in the row's dtype", rows)]
 
 
 def ring_matte(size, band=0.15, seed=0):
@@ -251,449 +184,181 @@ def ring_matte(size, band=0.15, seed=0):
 
 
 def bench_crop(ckpt, trust, device, size, repeats, budget):
-    """deploy.py's crop method against whole on an image whose unknown band is 15% of it: time, and the
-    SAD between the two mattes over the unknown region (the difference tiling causes). ckpt: the weights
-    (None: random ones)."""
+    """deploy.py's crop method against whole: the time of each, and the SAD between the two mattes over the
+    unknown region (the difference tiling makes)."""
     if ckpt:
         model, stage = deploy.load_model(ckpt, device, trust=trust)
-        weights = os.path.basename(ckpt)
     else:
         torch.manual_seed(0)
-        model, stage, weights = net.DIM().eval().to(device=device, memory_format=torch.channels_last), 1, 'random weights'
+        model, stage = net.DIM().eval().to(device=device, memory_format=torch.channels_last), 1
     image, trimap = ring_matte(size)
     deploy.predict(model, image[:64, :64], trimap[:64, :64], stage, method='crop')  # warm-up
-    best = {}
+    alphas, times = {}, {}
     for method in ('whole', 'crop'):
-        t = time.perf_counter()
-        alpha = deploy.predict(model, image, trimap, stage, method=method, max_size=0, device=device)
-        times = [time.perf_counter() - t]
-        for _ in range(timed_passes(times[0], repeats, budget) - 1):
-            t = time.perf_counter()
-            deploy.predict(model, image, trimap, stage, method=method, max_size=0, device=device)
-            times.append(time.perf_counter() - t)
-        best[method] = (min(times), np.round(alpha * 255).astype(np.uint8))
+        def run():
+            alphas[method] = deploy.predict(model, image, trimap, stage, method=method, max_size=0, device=device)
+
+        first = seconds(run, device)
+        times[method] = min([first] + [seconds(run, device) for _ in range(timed_passes(first, repeats, budget) - 1)])
     unknown = trimap == 128
-    diff = np.abs(best['crop'][1].astype(np.float64) - best['whole'][1])[unknown].sum() / 255 / 1000
-    return dict(size=size, unknown=float(unknown.mean()), weights=weights, stage=stage, whole_s=best['whole'][0],
-                crop_s=best['crop'][0], speedup=best['whole'][0] / best['crop'][0], sad_crop_vs_whole=diff)
+    matte = {m: np.round(a.astype(np.float64) * 255) for m, a in alphas.items()}
+    row = {'whole s': times['whole'], 'crop s': times['crop'], 'speedup': times['whole'] / times['crop'],
+           'SAD crop vs whole': float(np.abs(matte['crop'] - matte['whole'])[unknown].sum() / 255 / 1000)}
+    weights = os.path.basename(ckpt) if ckpt else 'random weights'
+    return [(f"deploy.py's crop method against whole, {size}x{size}, unknown ring {unknown.mean():.0%} of the "
+             f"pixels, stage {stage}, {weights}", [row])]
 
-
-# --------------------------------------------------------------------------------------------- train
 
 def random_batch(n, size, seed=0):
-    """A training batch of n copies of one sample (the dict TrainDataset gives, stacked)."""
-    rng = np.random.default_rng(seed)
-    _, alpha, trimap, _ = sample_matte(size, seed)
-    fg = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (0, 0), 2)
-    bg = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (0, 0), 2)
-    sample = dict(img=torch.from_numpy(data.normalize(data.compose(fg, bg, alpha, np.float32))),
-                  trimap=torch.from_numpy(trimap[None].astype(np.float32)),
-                  alpha=torch.from_numpy(alpha[None].astype(np.float32) / 255),
-                  fg=torch.from_numpy(fg.transpose(2, 0, 1).astype(np.float32) / 255),
-                  bg=torch.from_numpy(bg.transpose(2, 0, 1).astype(np.float32) / 255))
+    """n copies of one training sample (data.train_sample of a synthetic matte, as TrainDataset gives it)."""
+    image, alpha, _, _ = sample_matte(size, seed)
+    bg = np.ascontiguousarray(image[::-1, ::-1])  # any other picture
+    sample = data.to_tensors(data.train_sample(image, alpha, bg, size, centre=0.5, flip=False, k_erode=15,
+                                               k_dilate=15, size=size))
     return {k: v[None].repeat(n, *[1] * v.dim()) for k, v in sample.items()}
 
 
-def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, max_gpu_batch=1024, warmup=True):
-    """`bench_train_one` in each dtype, side by side."""
-    rows, limited_by = [], {}
-    for dtype in dtypes:
-        dtype_rows, limited_by[dtype_name(dtype)] = bench_train_one(device, dtype, size, steps, budget, max_cpu_batch,
-                                                                    matmul_n, max_gpu_batch, warmup)
-        rows += dtype_rows
-    return dict(size=size, stage=1, dtypes=[dtype_name(d) for d in dtypes], matmul=f'{matmul_n}^3', rows=rows,
-                limited_by=limited_by)
+def time_train_steps(model, optimizer, scaler, batch, device, dtype, steps, budget, warmup):
+    """(median seconds, steps timed) of train.train_step (stage 1) on `batch`, after one untimed step when
+    `warmup` (it sets up the optimizer's state and the kernels: not a step's cost)."""
+    def step():  # float() waits for the step to finish
+        float(train.train_step(model, batch, optimizer, scaler, stage=1, wl_weight=0.5, device=device, dtype=dtype))
+
+    first = seconds(step, device) if warmup else 0.0
+    times = [seconds(step, device) for _ in range(timed_passes(first, steps, budget))]
+    return float(np.median(times)), len(times)
 
 
-def bench_train_one(device, dtype, size, steps, budget, max_cpu_batch, matmul_n, max_gpu_batch, warmup):
-    """Seconds per step of train.train_step (stage 1) under autocast to `dtype` at batch 1 and the largest batch
-    that fits (median of `steps` timed steps after one untimed warm-up step, or with the first step timed when
-    not `warmup`), the batch in pinned memory on a GPU as train.py's loader gives it. GFLOP/s counts a step as
-    3 forward passes (the backward pass costs about twice the forward), its share against the matrix product
-    in `dtype`. Returns (rows, what limited the batch)."""
-    torch.manual_seed(0)
-    model = net.DIM()
-    net.set_stage(model, 1)
-    model.to(device).train()
-    if device.type == 'cuda':  # as train.py sets it up
-        torch.backends.cudnn.benchmark = True
-        model = model.to(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-
-    def time_batch(n):
-        batch = random_batch(n, size)
+def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, warmup, max_gpu_batch=1024):
+    """GFLOP/s counts a step as 3 forward passes (the backward pass costs about twice the forward). On a GPU
+    the batch sits in pinned memory, as train.py's loader gives it, and cuDNN picks its algorithms."""
+    rows, limits = [], []
+    for name, dtype in dtypes.items():
+        torch.manual_seed(0)
+        model = net.DIM()
+        net.set_stage(model, 1)
+        model.to(device).train()
+        if device.type == 'cuda':  # as train.py sets it up
+            torch.backends.cudnn.benchmark = True
+            model = model.to(memory_format=torch.channels_last)
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         if device.type == 'cuda':
-            batch = {k: v.pin_memory() for k, v in batch.items()}
-            torch.cuda.reset_peak_memory_stats(device)
-        first, times = 0.0, []
-        if warmup:  # the first step sets up the optimizer's state and the kernels: not a step's cost
-            t = time.perf_counter()
-            float(train.train_step(model, batch, optimizer, scaler, stage=1, wl_weight=0.5, device=device,
-                                   dtype=dtype))
-            first = time.perf_counter() - t
-        before = matmul_gflops(device, dtype, matmul_n)
-        for _ in range(timed_passes(first, steps, budget)):
-            sync(device)
-            t = time.perf_counter()
-            float(train.train_step(model, batch, optimizer, scaler, stage=1, wl_weight=0.5, device=device,
-                                   dtype=dtype))  # waits for it
-            times.append(time.perf_counter() - t)
-        matmul = max(before, matmul_gflops(device, dtype, matmul_n))
-        seconds = float(np.median(times))
-        rate = 3 * 2 * net.count_flops(size, size, refine=False) * n / seconds / 1e9
-        row = dict(dtype=dtype_name(dtype), batch=n, s_per_step=seconds, images_per_s=n / seconds, steps=len(times), gflops=rate,
-                   matmul_gflops=matmul, share=rate / matmul)
-        if device.type == 'cuda':
-            row['peak_gpu_gib'] = torch.cuda.max_memory_allocated(device) / GIB
-        print(f"  train {dtype_name(dtype)} batch {n}: {seconds:.3f} s/step", file=sys.stderr, flush=True)
-        return row
-
-    rows = [time_batch(1)]
-    if device.type == 'cuda':
-        n, limited_by = 2, f'the search cap {max_gpu_batch}'
-        while n <= max_gpu_batch:
+            batches, limit = [2 ** k for k in range(max_gpu_batch.bit_length())], f'the search cap {max_gpu_batch}'
+        else:
+            batches, limit = sorted({1, max_cpu_batch}), f'the CPU cap --max_cpu_batch {max_cpu_batch}, not memory'
+        for n in batches:
+            batch = random_batch(n, size)
             try:
-                rows.append(time_batch(n))
+                if device.type == 'cuda':
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                    torch.cuda.reset_peak_memory_stats(device)
+                matmul = matmul_gflops(device, dtype, matmul_n)
+                s, timed = time_train_steps(model, optimizer, scaler, batch, device, dtype, steps, budget, warmup)
+                matmul = max(matmul, matmul_gflops(device, dtype, matmul_n))
             except torch.OutOfMemoryError:
-                limited_by = f'GPU memory (batch {n} ran out)'
+                limit = f'GPU memory (batch {n} ran out)'
                 break
             finally:
                 optimizer.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
-            n *= 2
-    else:
-        if max_cpu_batch > 1:
-            rows.append(time_batch(max_cpu_batch))
-        limited_by = f'the CPU cap --max_cpu_batch {max_cpu_batch}, not memory'
-    return rows, limited_by
+                if device.type == 'cuda':
+                    torch.cuda.empty_cache()
+            rate = 3 * 2 * net.count_flops(size, size, refine=False) * n / s / 1e9
+            rows.append({'dtype': name, 'batch': n, 's/step': s, 'images/s': n / s, 'steps timed': timed,
+                         'GFLOP/s (3x forward)': rate, 'matmul GFLOP/s': matmul, 'share %': 100 * rate / matmul})
+            if device.type == 'cuda':
+                rows[-1]['peak GPU GiB'] = peak_memory_gib(device)
+        limits.append(f'{name}: {limit}')
+    return [(f"train.train_step at {size}x{size}, stage-1 loss, Adam, matrix product {matmul_n}^3; the largest "
+             f"batch limited by {'; '.join(limits)}", rows)]
 
-
-# ---------------------------------------------------------------------------------------------- data
 
 def make_sources(folder, n_fg, n_bg, h, w, seed=0):
     """Write n_fg foregrounds (PNG) with alphas and n_fg * n_bg backgrounds (JPEG, as COCO's) of h x w;
     returns TrainDataset entries, each foreground paired with n_bg backgrounds."""
     rng = np.random.default_rng(seed)
-    for sub in ('fg', 'alpha', 'bg'):
-        os.makedirs(os.path.join(folder, sub), exist_ok=True)
     entries = []
     for i in range(n_fg):
         image, alpha, _, _ = sample_matte(max(h, w), seed + i)
-        fg, alpha = image[:h, :w], alpha[:h, :w]
         fg_path, alpha_path = (os.path.join(folder, sub, f'{i:02d}.png') for sub in ('fg', 'alpha'))
-        data.write_png(fg_path, fg)
-        data.write_png(alpha_path, alpha)
+        data.write_png(fg_path, image[:h, :w])
+        data.write_png(alpha_path, alpha[:h, :w])
         for k in range(n_bg):
             bg = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 1.5)
-            bg_path = os.path.join(folder, 'bg', f'{i:02d}_{k}.jpg')
+            bg_path = os.path.join(folder, f'bg_{i:02d}_{k}.jpg')
             cv2.imwrite(bg_path, cv2.cvtColor(bg, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
             entries.append(dict(name=f'{i:02d}_{k}', fg=fg_path, alpha=alpha_path, bg=bg_path))
     return entries
 
 
-def whole_first_sample(fg, alpha, bg, unknown, d, size):
-    """A sample as it costs when the whole image is composed before cropping (the reference to the
-    crop-first data.train_sample, with the same draws; crops larger than the image are not handled)."""
-    h, w = alpha.shape
-    bg = data.fit_background(bg, h, w)
-    image = data.compose(fg, bg, alpha, np.float32)  # the whole composite
-    s = d['crop_size']
-    cy, cx = divmod(int(unknown[min(int(d['centre'] * len(unknown)), len(unknown) - 1)]), w) if len(unknown) \
-        else (h // 2, w // 2)
-    top, left = data.crop_window(h, w, cy, cx, s)
-    crops = [x[top:top + s, left:left + s] for x in (image, fg, bg, alpha)]
-    if d['flip']:
-        crops = [cv2.flip(x, 1) for x in crops]
-    if s != size:
-        crops = [cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR) for x in crops]
-    image, fg, bg, alpha = crops
-    trimap = data.random_trimap(alpha, d['k_erode'], d['k_dilate'])
-    return dict(img=torch.from_numpy(data.normalize(image)), trimap=torch.from_numpy(trimap[None].astype(np.float32)),
-                alpha=torch.from_numpy(alpha[None].astype(np.float32) / 255),
-                fg=torch.from_numpy(fg.transpose(2, 0, 1).astype(np.float32) / 255),
-                bg=torch.from_numpy(bg.transpose(2, 0, 1).astype(np.float32) / 255))
+def whole_first_sample(fg, alpha, bg, unknown, draw, size):
+    """The reference for data.train_sample's crop-first order: the background fitted and the whole image
+    composed before the crop, then the same sample (which composes its window again, a small extra)."""
+    bg = data.fit_background(bg, *alpha.shape)
+    data.compose(fg, bg, alpha, np.float32)
+    return data.to_tensors(data.train_sample(fg, alpha, bg, draw['crop_size'], draw['centre'], draw['flip'],
+                                             draw['k_erode'], draw['k_dilate'], size=size, unknown=unknown))
 
 
-def bench_data(quick):
-    h, w, size, crops = (108, 192, 64, (64, 80, 96)) if quick else (1080, 1920, 320, (320, 480, 640))
-    n_fg, n_bg = (2, 2) if quick else (4, 3)
+def bench_data(h, w, size, crop_sizes, n_fg, n_bg):
     threads = cv2.getNumThreads(), torch.get_num_threads()
     cv2.setNumThreads(1)  # as in one loader worker of train.py (data.worker_init), here in this process
     torch.set_num_threads(1)
     try:
         with tempfile.TemporaryDirectory(prefix='bench_data_') as folder:
             entries = make_sources(folder, n_fg, n_bg, h, w)
-            dataset = data.TrainDataset(entries, size=size, crop_sizes=crops, seed=0)
+            dataset = data.TrainDataset(entries, size=size, crop_sizes=crop_sizes, seed=0)
             rates = []
             for epoch in (0, 1):  # the first pass decodes the files, the second finds them in the cache
                 dataset.set_epoch(epoch)
-                t = time.perf_counter()
-                for i in range(len(dataset)):
-                    dataset[i]
-                rates.append(len(dataset) / (time.perf_counter() - t))
+                rates.append(len(dataset) / seconds(lambda: [dataset[i] for i in range(len(dataset))], torch.device('cpu')))
             decoded = {p: data.read_image(p) for e in entries for p in (e['fg'], e['bg'])}
             alphas = {e['alpha']: data.read_gray(e['alpha']) for e in entries}
             unknown = {p: data.unknown_pixels(a) for p, a in alphas.items()}
-            t = time.perf_counter()
-            for i, e in enumerate(entries):
+            whole_first = len(entries) / seconds(lambda: [
                 whole_first_sample(decoded[e['fg']], alphas[e['alpha']], decoded[e['bg']], unknown[e['alpha']],
-                                   dataset.draw(i), size)
-            whole_first = len(entries) / (time.perf_counter() - t)
+                                   dataset.draw(i), size) for i, e in enumerate(entries)], torch.device('cpu'))
     finally:
         cv2.setNumThreads(threads[0])
         torch.set_num_threads(threads[1])
-    print(f"  data: {rates[1]:.1f} samples/s (cached)", file=sys.stderr, flush=True)
-    return dict(source=f'{w}x{h}', size=size, crop_sizes=list(crops), samples=len(entries),
-                first_pass_per_s=rates[0], cached_per_s=rates[1], whole_first_cached_per_s=whole_first)
+    rows = [{'pass': 'first (decoding PNG/JPEG files)', 'samples/s': rates[0]},
+            {'pass': 'second (decoded images cached)', 'samples/s': rates[1]},
+            {'pass': 'reference: whole image composed first (cached)', 'samples/s': whole_first}]
+    return [(f"data.TrainDataset, one thread, {size}x{size} samples from {w}x{h} sources, crops "
+             f"{list(crop_sizes)}, {len(entries)} samples a pass", rows)]
 
-
-# ------------------------------------------------------------------------------------------- metrics
 
 def bench_metrics(size, repeats):
     _, alpha, trimap, pred = sample_matte(size)
-    out = dict(size=size, unknown=float(np.mean(trimap == 128)))
-    for name, fn in (('sad', metrics.sad), ('mse', metrics.mse), ('grad', metrics.gradient_error),
-                     ('conn', metrics.connectivity_error), ('all', metrics.compute_all)):
-        best = math.inf
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn(pred, alpha, trimap)
-            best = min(best, time.perf_counter() - t)
-        out[f'{name}_s'] = best
-    print(f"  metrics: {out['all_s']:.3f} s per image", file=sys.stderr, flush=True)
-    return out
+    row = {}
+    for name, fn in (('SAD', metrics.sad), ('MSE', metrics.mse), ('GRAD', metrics.gradient_error),
+                     ('CONN', metrics.connectivity_error), ('all four', metrics.compute_all)):
+        row[f'{name} s'] = min(seconds(lambda: fn(pred, alpha, trimap), torch.device('cpu')) for _ in range(repeats))
+    return [(f"metrics.py, seconds per {size}x{size} image ({np.mean(trimap == 128):.0%} unknown)", [row])]
 
 
-# ------------------------------------------------------------------------------------------- quality
-
-def synthetic_test_set(root, max_images):
-    """(name, image, alpha, trimap) of the synthetic test split's composites, made as tools/composite.py
-    makes them; the first background of every foreground first, so a few images cover many kinds."""
-    test = os.path.join(root, 'test')
-    fg_names = composite.read_names(os.path.join(test, 'fg_names.txt'))
-    bg_names = composite.read_names(os.path.join(test, 'bg_names.txt'))
-    if not fg_names or len(bg_names) % len(fg_names):
-        raise ValueError(f"{test}: bg_names.txt lists {len(bg_names)} backgrounds for {len(fg_names)} foregrounds")
-    num_bg = len(bg_names) // len(fg_names)
-    jobs, problems, _ = composite.plan(os.path.join(test, 'fg'), os.path.join(test, 'alpha'), os.path.join(test, 'bg'),
-                                       num_bg, fg_list=os.path.join(test, 'fg_names.txt'),
-                                       bg_list=os.path.join(test, 'bg_names.txt'),
-                                       trimap_dir=os.path.join(test, 'trimap'))
-    if problems:
-        raise ValueError(problems[0])
-    order = sorted(((i, k) for k, job in enumerate(jobs) for i, _ in job['pairs']))[:max_images]
-    loaded = {}
-    for i, k in order:
-        job = jobs[k]
-        if k not in loaded:
-            loaded[k] = composite.read_foreground(job)
-        fg, alpha, trimap = loaded[k]
-        bg = dict(job['pairs'])[i]
-        image = data.compose(fg, data.fit_background(data.read_image(bg), *alpha.shape), alpha).astype(np.uint8)
-        yield f"{job['stem']}_{i}", image, alpha, deploy.clean_trimap(trimap)
-
-
-def real_test_set(folder, max_images):
-    dataset = data.TestDataset(os.path.join(folder, 'image'), os.path.join(folder, 'trimap'),
-                               os.path.join(folder, 'alpha'))
-    for i in range(min(len(dataset), max_images)):
-        s = dataset[i]
-        yield s['name'], s['image'], s['alpha'], deploy.clean_trimap(s['trimap'])
-
-
-def closed_form(image, trimap):
-    """Closed-form matting (Levin et al. 2008) by pymatting, a test/bench dependency only. A trimap without
-    foreground (or background) pixels, which pymatting refuses, gets the solution of the same problem: a
-    constant alpha, 0 (or 1), costs nothing. pymatting's notes on retrying its preconditioner are silenced."""
-    import pymatting
-    if not (trimap == 255).any() or not (trimap == 0).any():
-        return np.where(trimap == 128, float((trimap == 255).any()), trimap / 255)
-    with contextlib.redirect_stdout(io.StringIO()):
-        alpha = pymatting.estimate_alpha_cf(image.astype(np.float64) / 255, trimap.astype(np.float64) / 255)
-    return np.clip(alpha, 0, 1)
-
-
-def quality(samples, methods):
-    """Mean metrics and seconds per image of each method (name -> fn(image, trimap) -> alpha in [0, 1] or
-    uint8) over the same samples."""
-    scores = {name: [] for name in methods}
-    seconds = {name: 0.0 for name in methods}
-    names, one_sided = [], 0
-    for name, image, alpha, trimap in samples:
-        names.append(name)
-        one_sided += not (trimap == 255).any() or not (trimap == 0).any()
-        line = []
-        for method, fn in methods.items():
-            t = time.perf_counter()
-            pred = fn(image, trimap)
-            seconds[method] += time.perf_counter() - t
-            if pred.dtype != np.uint8:
-                pred = np.round(np.clip(pred, 0, 1) * 255).astype(np.uint8)
-            scores[method].append(metrics.compute_all(pred, alpha, trimap))
-            line.append(f"{method.split(' ')[0]} {scores[method][-1]['sad']:.2f}")
-        print(f"  {name} {image.shape[1]}x{image.shape[0]}: SAD {', '.join(line)}", file=sys.stderr, flush=True)
-    out = {}
-    for method in methods:
-        out[method] = metrics.mean_metrics(scores[method])
-        out[method]['s_per_image'] = seconds[method] / max(len(names), 1)
-    return dict(images=len(names), names=names, methods=out, one_sided_trimaps=one_sided)
-
-
-def bench_quality(ckpt, trust, synth_dir, real_dir, max_images, quick, device, dtypes):
-    """Mean metrics and seconds per image of DIM (ckpt), closed-form matting and the trivial baseline on the
-    synthetic test split (synth_dir, or one generated now) and the real photographs of real_dir, at most
-    max_images of each. The DIM rows once per dtype (the same model; each image goes through them one after
-    the other)."""
-    torch.backends.cudnn.benchmark = False  # the train part sets it; here every image size would re-tune
-    notes, methods = [], {}
-    if ckpt:
-        model, stage = deploy.load_model(ckpt, device, trust=trust)
-        image, _, trimap, _ = sample_matte(64)
-        for dtype in dtypes:
-            deploy.predict(model, image, trimap, stage, dtype=dtype)  # warm-up: first-call set-up is no image's cost
-            methods[f'DIM stage {stage} ({os.path.basename(ckpt)}) {dtype_name(dtype)}'] = \
-                lambda image, trimap, dtype=dtype: deploy.predict(model, image, trimap, stage, device=device,
-                                                                  dtype=dtype)
-    else:
-        notes.append("no --ckpt: the DIM row is left out")
-    try:
-        import pymatting  # noqa: F401
-        image, _, trimap, _ = sample_matte(32)
-        closed_form(image, trimap)  # warm-up: numba loads (or compiles) its functions on the first call
-        methods['closed-form (pymatting)'] = closed_form
-    except ImportError:
-        notes.append("pymatting is not installed (pip install -r requirements-dev.txt): no closed-form row")
-    methods['trivial (0.5 in unknown)'] = lambda image, trimap: report.trivial_baseline(trimap)
-    out = dict(notes=notes)
-    with contextlib.ExitStack() as stack:
-        root = synth_dir
-        if root is None:
-            root = stack.enter_context(tempfile.TemporaryDirectory(prefix='bench_synth_'))
-            num_fg = max(1, math.ceil(max_images / 2))
-            gen = ['--out', root, '--num_train_fg', '1', '--num_bg', '1', '--num_test_fg', str(num_fg),
-                   '--num_test_bg', '2', '--sheet', '', '--workers', '1'] + (['--size', '96'] if quick else [])
-            with contextlib.redirect_stdout(sys.stderr):
-                if synthesize.main(gen) != 0:
-                    raise RuntimeError("tools/synthesize.py failed to make the test split")
-            out['synthetic_source'] = f"generated: tools/synthesize.py {shlex.join(gen[2:])}"
-        else:
-            out['synthetic_source'] = root
-        out['synthetic'] = quality(synthetic_test_set(root, max_images), methods)
+def bench_quality(ckpt, trust, synth_dir, real_dir, max_images, device, dtypes, synth_size=None):
+    cudnn_benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False  # every size re-tunes
+    methods = report.methods_to_compare(None, ckpt, trust, device, dtypes,
+                                        with_closed_form=importlib.util.find_spec('pymatting') is not None)
+    tables = []
+    with tempfile.TemporaryDirectory(prefix='bench_synth_') as folder:
+        source = synth_dir
+        if synth_dir is None:
+            source = 'generated: tools/synthesize.py ' + shlex.join(report.make_synthetic_split(folder, max_images,
+                                                                                                 synth_size))
+        result = report.compare(report.synthetic_test_set(synth_dir or folder, max_images), methods)
+        tables.append((f"synthetic test split ({source}), {result['images']} images", result['rows']))
     if real_dir:
-        out['real'] = quality(real_test_set(real_dir, max_images), methods)
-        out['real_source'] = os.path.basename(os.path.normpath(real_dir))
-    return out
+        result = report.compare(report.folder_test_set(*(os.path.join(real_dir, sub) for sub in
+                                                         ('image', 'trimap', 'alpha')), max_images), methods)
+        tables.append((f"real photographs ({os.path.basename(os.path.normpath(real_dir))}), "
+                       f"{result['images']} images", result['rows']))
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    return tables
 
 
-# -------------------------------------------------------------------------------------------- output
-
-def fmt_table(header, rows):
-    """Right-aligned columns (the first left-aligned) under a header."""
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return '\n'.join('  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in cells)
-
-
-def format_machine(m):
-    gpu = f" ({m['gpu']})" if m['gpu'] else ''
-    changes = " + uncommitted changes" if m['uncommitted'] else ''
-    return ["== machine",
-            f"cpu     {m['cpu']}; {m['cpu_count']} logical cores, torch threads {m['torch_threads']}, "
-            f"capability {m['cpu_capability']}",
-            f"torch   {m['torch']} (python {m['python']}), device {m['device']}{gpu}",
-            f"commit  {m['commit'] or 'unknown (not a git checkout)'}{changes}"]
-
-
-def format_speed(s):
-    out = [f"\n== speed: whole-image inference, stage {s['stage']} (encoder-decoder only, refine=False), "
-           f"{s['model']}, {' and '.join(s['dtypes'])} (autocast); share: against the matrix product in "
-           f"the row's dtype"]
-    gpu = any('peak_gpu_gib' in r for r in s['rows'])
-    header = ['size', 'dtype', 'GFLOP', 'refine +', 'network s', 'GFLOP/s', f"matmul GFLOP/s ({s['matmul']})",
-              'share', 'predict s', 'passes', 'peak RSS GiB', 'RSS increase GiB']
-    header += ['GPU peak GiB', 'GPU increase GiB'] if gpu else []
-    rows = []
-    for r in s['rows']:
-        row = [f"{r['size']}x{r['size']}", r['dtype'], f"{r['gflop']:.1f}", f"{r['refine_extra']:.1%}",
-               f"{r['network_s']:.3f}", f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}",
-               f"{r['predict_s']:.3f}", r['passes'], f"{r['peak_rss_gib']:.2f}", f"{r['rss_increase_gib']:.2f}"]
-        if gpu:
-            row += [f"{r.get('peak_gpu_gib', 0):.2f}", f"{r.get('gpu_increase_gib', 0):.2f}"]
-        rows.append(row)
-    out.append(fmt_table(header, rows))
-    return out
-
-
-def format_crop(c):
-    return [f"\n== crop: deploy.py's crop method against whole, {c['size']}x{c['size']}, unknown band "
-            f"{c['unknown']:.0%} of the pixels, stage {c['stage']}, {c['weights']}",
-            fmt_table(['whole s', 'crop s', 'speedup', 'SAD(crop vs whole)'],
-                      [[f"{c['whole_s']:.2f}", f"{c['crop_s']:.2f}", f"{c['speedup']:.2f}x",
-                        f"{c['sad_crop_vs_whole']:.3f}"]])]
-
-
-def format_train(t):
-    gpu = any('peak_gpu_gib' in r for r in t['rows'])
-    header = ['dtype', 'batch', 's/step', 'images/s', 'steps timed', 'GFLOP/s (3x forward)',
-              f"matmul GFLOP/s ({t['matmul']})", 'share'] + (['GPU peak GiB'] if gpu else [])
-    rows = [[r['dtype'], r['batch'], f"{r['s_per_step']:.3f}", f"{r['images_per_s']:.2f}", r['steps'],
-             f"{r['gflops']:.1f}", f"{r['matmul_gflops']:.1f}", f"{r['share']:.0%}"]
-            + ([f"{r['peak_gpu_gib']:.2f}"] if gpu else []) for r in t['rows']]
-    return [f"\n== train: train.train_step at {t['size']}x{t['size']}, stage-{t['stage']} loss, Adam, "
-            f"{' and '.join(t['dtypes'])} (autocast); largest batch limited by "
-            f"{'; '.join(f'{k}: {v}' for k, v in t['limited_by'].items())}",
-            fmt_table(header, rows)]
-
-
-def format_data(d):
-    return [f"\n== data: one loader worker (one thread), {d['size']}x{d['size']} samples from {d['source']} "
-            f"sources, crops {d['crop_sizes']}, {d['samples']} samples a pass",
-            fmt_table(['pass', 'samples/s'], [
-                ['first (decoding PNG/JPEG files)', f"{d['first_pass_per_s']:.1f}"],
-                ['second (decoded images cached)', f"{d['cached_per_s']:.1f}"],
-                ['reference: whole image composed first (cached)', f"{d['whole_first_cached_per_s']:.1f}"]])]
-
-
-def format_metrics(x):
-    return [f"\n== metrics: seconds per {x['size']}x{x['size']} image ({x['unknown']:.0%} unknown)",
-            fmt_table(['SAD', 'MSE', 'GRAD', 'CONN', 'all four (compute_all)'],
-                      [[f"{x[k + '_s']:.4f}" for k in ('sad', 'mse', 'grad', 'conn', 'all')]])]
-
-
-def format_quality(q):
-    out = []
-    for key, title in (('synthetic', f"synthetic test split ({q.get('synthetic_source')})"),
-                       ('real', f"real photographs ({q.get('real_source')})")):
-        if key not in q:
-            continue
-        out.append(f"\n== quality: {title}, {q[key]['images']} images")
-        out.append(fmt_table(['method', 'SAD', 'MSE', 'GRAD', 'CONN', 's/image'], [
-            [name, f"{r['sad']:.2f}", f"{r['mse']:.4f}", f"{r['grad']:.2f}", f"{r['conn']:.2f}",
-             f"{r['s_per_image']:.3f}"] for name, r in q[key]['methods'].items()]))
-        if q[key]['one_sided_trimaps']:
-            out.append(f"note: {q[key]['one_sided_trimaps']} of these trimaps have no foreground (or no "
-                       f"background) pixel: closed-form matting's answer there is a constant 0 (or 1)")
-    for note in q['notes']:
-        out.append(f"note: {note}")
-    return out
-
-
-FORMATS = dict(speed=format_speed, crop=format_crop, train=format_train, data=format_data, metrics=format_metrics,
-               quality=format_quality)
-
-
-def format_report(results):
-    """The printed report: the machine, then each part that ran, in PARTS order."""
-    out = format_machine(results['machine'])
-    for part in PARTS:
-        if part in results:
-            out += FORMATS[part](results[part])
-    return '\n'.join(out)
-
-
-# -------------------------------------------------------------------------------------- command line
+# -------------------------------------------------------------------------------------------- command line
 
 def get_args_parser():
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -703,7 +368,8 @@ def get_args_parser():
     p.add_argument('--parts', default=','.join(PARTS), help="comma-separated parts to run")
     p.add_argument('--sizes', type=int, nargs='+', default=None,
                    help="speed: square image sides; None: 320 800 1600 (--quick: 64)")
-    p.add_argument('--ckpt', '--resume', default=None, help="quality: the checkpoint to score (no DIM row without it)")
+    p.add_argument('--ckpt', '--resume', default=None, help="crop and quality: the checkpoint (quality: no DIM "
+                   "row without it)")
     p.add_argument('--trust', action='store_true', help="load --ckpt with full unpickling (trusted files only)")
     p.add_argument('--synth_dir', default=None, help="quality: a tools/synthesize.py output root (ROOT/test is "
                    "used); None: generate a small test split in a temporary folder")
@@ -717,71 +383,70 @@ def get_args_parser():
     p.add_argument('--train_size', type=int, default=None, help="train: crop side; None: 320 (--quick: 32)")
     p.add_argument('--max_cpu_batch', type=int, default=None, help="train: the largest batch tried on the CPU; "
                    "None: 8 (--quick: 2)")
-    p.add_argument('--precisions', default=None, help="speed and train: comma-separated precisions compared side "
-                   "by side (fp32, bf16, fp16, auto: deploy.py's --precision); None: fp32 and, on a GPU, auto's "
-                   "dtype, on the CPU bf16")
+    p.add_argument('--precisions', default=None, help="speed, train and quality: comma-separated precisions "
+                   "compared side by side (fp32, bf16, fp16, auto: deploy.py's --precision); None: fp32 and, on "
+                   "a GPU, auto's dtype, on the CPU bf16")
     p.add_argument('--quick', action='store_true', help="tiny sizes everywhere (a smoke test, not a measurement)")
-    p.add_argument('--_speed_child', type=int, default=None, help=argparse.SUPPRESS)
     return p
+
+
+def check_args(args):
+    """The parts to run; ValueError for a bad flag, found now rather than after minutes of other parts."""
+    parts = [x.strip() for x in args.parts.split(',') if x.strip()]
+    unknown = [x for x in parts if x not in PARTS]
+    if unknown or not parts:
+        raise ValueError(f"--parts: {', '.join(unknown) or 'none given'}; choose from {', '.join(PARTS)}")
+    if args.sizes and min(args.sizes) < 32:
+        raise ValueError(f"--sizes must be at least 32 (five 2x2 poolings), got {min(args.sizes)}")
+    for flag, value in (('--repeats', args.repeats), ('--max_images', args.max_images)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, not {value}")
+    for flag, root, sub in (('--synth_dir', args.synth_dir, 'test'), ('--real_dir', args.real_dir, 'image'),
+                            ('--real_dir', args.real_dir, 'alpha'), ('--real_dir', args.real_dir, 'trimap')):
+        if root is not None and not os.path.isdir(os.path.join(root, sub)):
+            raise ValueError(f"{flag} {root}: has no {sub}/")
+    if args.ckpt is not None and not os.path.isfile(args.ckpt):
+        raise ValueError(f"--ckpt {args.ckpt}: file not found")
+    return parts
 
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
+        parts = check_args(args)
         device = net.pick_device(args.device)
-        dtypes = bench_precisions(device, args.precisions and [x.strip() for x in args.precisions.split(',')])
-        parts = [x.strip() for x in args.parts.split(',') if x.strip()]
-        unknown = [x for x in parts if x not in PARTS]
-        if unknown or not parts:
-            raise ValueError(f"--parts: {', '.join(unknown) or 'none given'}; choose from {', '.join(PARTS)}")
-        sizes = args.sizes or ([64] if args.quick else [320, 800, 1600])
-        if min(sizes) < 32:
-            raise ValueError(f"--sizes must be at least 32 (five 2x2 poolings), got {min(sizes)}")
-        for flag, value in (('--repeats', args.repeats), ('--max_images', args.max_images)):
-            if value < 1:
-                raise ValueError(f"{flag} must be at least 1, not {value}")
-        needed = [('--synth_dir', args.synth_dir, os.path.join('test', name)) for name in
-                  ('fg', 'alpha', 'bg', 'trimap', 'fg_names.txt', 'bg_names.txt')]
-        needed += [('--real_dir', args.real_dir, name) for name in ('image', 'alpha', 'trimap')]
-        for flag, root, name in needed:  # found now, not after minutes of the other parts
-            if root is not None and not os.path.exists(os.path.join(root, name)):
-                raise ValueError(f"{flag} {root}: has no {name}")
-        if args.ckpt is not None and not os.path.isfile(args.ckpt):
-            raise ValueError(f"--ckpt {args.ckpt}: file not found")
+        dtypes = report.precisions(device, args.precisions and args.precisions.split(','))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args._speed_child is not None:  # one size of the speed part, in a fresh process
-        print(json.dumps(speed_one(args._speed_child, device, dtypes[0], args.repeats, args.budget,
-                                   matmul_size(device, args.quick))))
-        return 0
-    train_size = args.train_size or (32 if args.quick else 320)
-    max_cpu_batch = args.max_cpu_batch or (2 if args.quick else 8)
-
+    quick = args.quick
+    matmul_n = 512 if quick else 8192 if device.type == 'cuda' else 2048  # big enough to reach the peak
+    jobs = dict(
+        speed=lambda: bench_speed(args.sizes or ([64] if quick else [320, 800, 1600]), device, dtypes, args.repeats,
+                                  args.budget, matmul_n),
+        crop=lambda: bench_crop(args.ckpt, args.trust, device, 128 if quick else 1024, args.repeats, args.budget),
+        train=lambda: bench_train(device, dtypes, args.train_size or (32 if quick else 320), args.repeats,
+                                  args.budget, args.max_cpu_batch or (2 if quick else 8), matmul_n, warmup=not quick),
+        data=lambda: bench_data(*((108, 192, 64, (64, 80, 96), 2, 2) if quick else
+                                  (1080, 1920, 320, (320, 480, 640), 4, 3))),
+        metrics=lambda: bench_metrics(128 if quick else 1024, args.repeats),
+        quality=lambda: bench_quality(args.ckpt, args.trust, args.synth_dir, args.real_dir, args.max_images, device,
+                                      dtypes, synth_size=96 if quick else None))
     started = time.time()
-    results = dict(machine=machine_info(device))
-    print(f"bench: {', '.join(parts)} on {device}", file=sys.stderr, flush=True)
+    results = dict(command=shlex.join(['python', 'tools/bench.py'] + (sys.argv[1:] if argv is None else argv)),
+                   machine=machine_info(device))
+    print('\n'.join(f"{k:8}{v}" for k, v in results['machine'].items()), flush=True)
     try:
-        jobs = dict(speed=lambda: bench_speed(sizes, device, dtypes, args.repeats, args.budget, args.quick),
-                    crop=lambda: bench_crop(args.ckpt, args.trust, device, 128 if args.quick else 1024, args.repeats,
-                                            args.budget),
-                    train=lambda: bench_train(device, dtypes, train_size, args.repeats, args.budget, max_cpu_batch,
-                                              matmul_size(device, args.quick), warmup=not args.quick),
-                    data=lambda: bench_data(args.quick),
-                    metrics=lambda: bench_metrics(128 if args.quick else 1024, args.repeats),
-                    quality=lambda: bench_quality(args.ckpt, args.trust, args.synth_dir, args.real_dir,
-                                                  args.max_images, args.quick, device, dtypes))
-        for part in PARTS:
-            if part in parts:
-                t = time.time()
-                results[part] = jobs[part]()
-                results[part]['part_seconds'] = time.time() - t
+        for part in (p for p in PARTS if p in parts):
+            t = time.time()
+            results[part] = [dict(title=title, rows=rows) for title, rows in jobs[part]()]
+            for table in results[part]:
+                print(f"\n== {part}: {table['title']} ({time.time() - t:.0f} s)\n{report.format_rows(table['rows'])}",
+                      flush=True)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     results['seconds'] = time.time() - started
-    results['command'] = shlex.join(['python', 'tools/bench.py'] + (sys.argv[1:] if argv is None else argv))
-    print(format_report(results))
     print(f"\n(bench took {results['seconds']:.0f} s)")
     if args.json:
         try:

@@ -32,11 +32,11 @@ sys.path.insert(0, os.path.join(ROOT, 'tools'))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-import bench  # noqa: E402
 import data  # noqa: E402
 import deploy  # noqa: E402
 import metrics  # noqa: E402
 import net  # noqa: E402
+import report  # noqa: E402
 import synthesize  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def mask_from_alpha(alpha, coarse):
 
 def bench_band(real_dir, bands, coarse, ckpt, device):
     """{method: {band: dict(sad_image, sad_band, sad_trimap, unknown, seconds)}}, means over the images."""
-    methods = {'closed-form': bench.closed_form}
+    methods = {'closed-form': report.closed_form}
     if ckpt:
         model, stage = deploy.load_model(ckpt, device)
         methods[f'DIM stage {stage}'] = lambda image, trimap: deploy.predict(model, image, trimap, stage)
