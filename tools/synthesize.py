@@ -3,9 +3,9 @@
 Foregrounds are compositions of primitives on a transparent canvas. Like Composition-1k's, seven in ten are
 opaque subjects (bodies with anti-aliased edges, sometimes holes, hair and fur: thin curved strands drawn
 supersampled, so their alpha is fractional) and the rest transparent (glass, veils, smoke, nets and lace).
-Bodies are textured with photographs (--photo_dir; scikit-image's bundled ones by default) or generated
-colour fields. Backgrounds are cut from those photographs, generated (noise, gradients, shapes, stripes,
-wires, blur), or copied whole from a folder (--bg_dir). The output has the layout of the Adobe set that
+Bodies are textured with generated colour fields, or with photographs (--photo_dir: a folder, or
+scikit-image's bundled ones). Backgrounds are generated (noise, gradients, shapes, stripes, wires, blur), cut
+from those photographs, or copied whole from a folder (--bg_dir). The output has the layout of the Adobe set that
 tools/composite.py reads:
 
     OUT/train/{fg,alpha,bg}/  OUT/train/fg_names.txt  OUT/train/bg_names.txt  (num_bg bg names per fg)
@@ -39,7 +39,7 @@ FG_STREAM, BG_STREAM, PHOTO_STREAM = 0, 1, 2
 KINDS = ('hair', 'fur', 'solid', 'glass', 'hair', 'fur', 'net', 'solid', 'hair', 'smoke')
 OPAQUE_KINDS = ('hair', 'fur', 'solid')
 # Colour photographs bundled with scikit-image (public domain or CC0 per skimage.data, except the Middlebury
-# motorcycle), used as textures and backgrounds when no --photo_dir is given and scikit-image is installed.
+# motorcycle), used as textures and backgrounds by --photo_dir skimage when scikit-image is installed.
 SKIMAGE_PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'hubble_deep_field.jpg', 'ihc.png',
                   'motorcycle_left.png', 'motorcycle_right.png', 'retina.jpg', 'rocket.jpg')
 SS_SHAPE = 4  # supersampling of solid shapes
@@ -655,10 +655,11 @@ def get_args_parser():
     parser.add_argument('--bg_dir', default=None,
                         help='folder of photographs to use as backgrounds instead of generated ones '
                              '(split between train and test, copied into OUT)')
-    parser.add_argument('--photo_dir', default='skimage',
+    parser.add_argument('--photo_dir', default='none',
                         help="photographs for foreground textures and generated backgrounds: a folder, 'skimage' "
                              "(scikit-image's bundled colour photographs, if it is installed) or 'none' "
-                             "(procedural textures only); a quarter of them (one or two) is kept for the test split")
+                             "(procedural textures only, which trained better: README); a quarter of the "
+                             "photographs (one or two) is kept for the test split")
     parser.add_argument('--trimap_width', type=int, default=None,
                         help='unknown band of the test trimaps in px; None: 10 per 512 px of --size')
     parser.add_argument('--workers', type=int, default=min(os.cpu_count() or 1, 8), help='processes')
