@@ -280,9 +280,10 @@ def restore(ckpt, optimizer, scaler, args, world, path):
 
 def train_step(model, batch, optimizer, scaler, stage, wl_weight, device, dtype):
     """One optimizer step of `stage`'s loss (wl_weight: its alpha loss's share, loss.stage_loss) under
-    autocast to `dtype`; returns the loss as a tensor on the device (reading it waits for the GPU, so the
-    caller does that only now and then)."""
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    autocast to `dtype`; `batch` is the loader's (uint8, `data.to_tensors`), composed and normalised on the
+    device. Returns the loss as a tensor on the device (reading it waits for the GPU, so the caller does that
+    only now and then)."""
+    batch = data.batch_to_device(batch, device)
     img = batch['img'].contiguous(memory_format=torch.channels_last) if device.type == 'cuda' else batch['img']
     with net.autocast(device, dtype):
         alpha_ed, alpha_refined = model(img, batch['trimap'], refine=stage >= 2)
