@@ -357,10 +357,10 @@ def train_sample(fg, alpha, bg, crop_size, centre, flip, k_erode, k_dilate, size
 
     crop_size: side s of the crop before resizing; centre: float in [0, 1) picking the unknown pixel
     the crop is centred on (the image centre when there is none); flip: bool; k_erode, k_dilate: trimap
-    kernel sizes; unknown: `unknown_pixels(alpha)` if already known. Returns numpy arrays, size x size:
-    fg, bg (uint8 x 3), alpha, trimap (uint8) and img, the float32 composite of these fg, bg and alpha
-    on the 0..255 scale (so a loss that recomposes from them matches it exactly). fg, bg, alpha may be
-    views of the inputs: copy before changing them in place.
+    kernel sizes; unknown: `unknown_pixels(alpha)` if already known. Returns uint8 numpy arrays, size x
+    size: fg, bg (x 3), alpha and trimap. The network's input, their composite, is made from these on the
+    training device (`batch_to_device`), so a loss that recomposes from them matches it exactly. fg, bg,
+    alpha may be views of the inputs: copy before changing them in place.
     """
     h, w = alpha.shape
     s = crop_size
@@ -387,19 +387,41 @@ def train_sample(fg, alpha, bg, crop_size, centre, flip, k_erode, k_dilate, size
     if s != size:
         fg, bg, alpha = (cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR) for x in (fg, bg, alpha))
     trimap = random_trimap(alpha, k_erode, k_dilate)
-    img = compose(fg, bg, alpha, np.float32)
-    return dict(img=img, trimap=trimap, alpha=alpha, fg=fg, bg=bg)
+    return dict(trimap=trimap, alpha=alpha, fg=fg, bg=bg)
 
 
 def to_tensors(sample):
-    """A `train_sample` as the model and the loss take it: img 3xSxS (normalised), trimap 1xSxS (0/128/255),
-    alpha 1xSxS, fg and bg 3xSxS (all float32, alpha/fg/bg in [0, 1])."""
-    def chw(x):  # H,W,C uint8 -> C,H,W float32 in [0, 1]
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)).div_(255)
+    """A `train_sample` as the loader ships it: uint8 tensors fg and bg 3xSxS, alpha and trimap 1xSxS, 8 bytes a
+    pixel (0.8 MB at 320x320, where the float32 batch's 11 channels take 4.5 MB). `batch_to_device` makes
+    the model's and the loss's float32 batch from a batch of these."""
+    def chw(x):  # H,W(,C) uint8 -> C,H,W uint8
+        return torch.from_numpy(np.ascontiguousarray(x.reshape(*x.shape[:2], -1).transpose(2, 0, 1)))
 
-    return dict(img=torch.from_numpy(normalize(sample['img'])),
-                trimap=torch.from_numpy(sample['trimap'][None].astype(np.float32)),
-                alpha=chw(sample['alpha'][:, :, None]), fg=chw(sample['fg']), bg=chw(sample['bg']))
+    return {k: chw(sample[k]) for k in ('fg', 'bg', 'alpha', 'trimap')}
+
+
+@functools.lru_cache(maxsize=None)
+def _normalisation_constants(device):
+    """(255, ImageNet mean 3x1x1, std 3x1x1) as float32 tensors on `device`, copied there once: a copy from
+    ordinary memory waits for the GPU to finish its queue. 255 is a tensor because CUDA divides by a Python
+    number as a product with its reciprocal, which can differ from numpy's division in the last bit."""
+    return (torch.full((), 255, dtype=torch.float32, device=device),
+            *(torch.from_numpy(v).to(device)[:, None, None] for v in (IMAGENET_MEAN, IMAGENET_STD)))
+
+
+def batch_to_device(batch, device):
+    """The float32 batch the model and the loss take, made on `device` from a batch of `to_tensors` (uint8,
+    copied without blocking: from pinned memory the copy overlaps the GPU's work): img Nx3xSxS, the composite
+    alpha * fg + (1 - alpha) * bg on the 0..255 scale normalised with ImageNet's mean and std, computed
+    with the float32 operations of `compose(..., np.float32)` and `normalize` in their order, so the numbers
+    are theirs; trimap Nx1xSxS (0/128/255); alpha Nx1xSxS, fg and bg Nx3xSxS in [0, 1]."""
+    u8 = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    c255, mean, std = _normalisation_constants(device)
+    fg, bg = u8['fg'].float(), u8['bg'].float()
+    alpha = u8['alpha'].float() / c255
+    img = alpha * fg + (1 - alpha) * bg  # compose
+    img = (img / c255 - mean) / std  # normalize
+    return dict(img=img, trimap=u8['trimap'].float(), alpha=alpha, fg=fg / c255, bg=bg / c255)
 
 
 # --------------------------------------------------------------------------- composite lists
@@ -555,7 +577,7 @@ class TrainDataset(torch.utils.data.Dataset):
     Never call cv2.setNumThreads inside a forked worker: it can hang on the thread pool inherited from
     the parent (set it in the main process before the loader starts, if at all). Spawned workers start
     without that pool: train.py's loader spawns them and sets one thread each (`worker_init`).
-    __getitem__ -> the dict of tensors of `to_tensors`.
+    __getitem__ -> the dict of uint8 tensors of `to_tensors` (`batch_to_device` makes a batch of them float).
     """
 
     def __init__(self, entries, size=320, crop_sizes=(320, 480, 640), seed=0, online_bgs=None, cache_mb=2000):

@@ -11,6 +11,7 @@ Several GPUs: `torchrun --nproc_per_node=N train.py ...` (DistributedDataParalle
 """
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -198,6 +199,14 @@ def build_model(args, device):
     return model
 
 
+def wrap_for_training(model, device, world, compile):
+    """`model` as the training step runs it: in DistributedDataParallel across `world` processes, compiled with
+    `compile`."""
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
+    return torch.compile(model) if compile else model
+
+
 def make_loader(dataset, sampler, batch_size, workers, pin_memory):
     """One loader for the run: its workers keep their decoded-image caches from epoch to epoch. They are
     spawned, not forked: a fork after OpenCV has run threads in this process (validation) can hang."""
@@ -243,7 +252,9 @@ def load_weights(model, path, trust):
     return ckpt
 
 
-def make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world):
+def make_checkpoint(model, optimizer, scaler, args, world, step, epoch, best_sad):
+    """The checkpoint of a run at `step` (a plain dict: the model, the optimizer and scaler states, the RNG states,
+    the run's shape and its arguments), as latest.pth and best.pth hold it."""
     return {
         'format': net.CHECKPOINT_FORMAT, 'model': model.state_dict(), 'stage': args.stage, 'skip': args.skip,
         'step': step, 'epoch': epoch, 'best_sad': best_sad, 'world_size': world, 'batch_size': args.batch_size,
@@ -280,9 +291,10 @@ def restore(ckpt, optimizer, scaler, args, world, path):
 
 def train_step(model, batch, optimizer, scaler, stage, wl_weight, device, dtype):
     """One optimizer step of `stage`'s loss (wl_weight: its alpha loss's share, loss.stage_loss) under
-    autocast to `dtype`; returns the loss as a tensor on the device (reading it waits for the GPU, so the
-    caller does that only now and then)."""
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    autocast to `dtype`; `batch` is the loader's (uint8, `data.to_tensors`), composed and normalised on the
+    device. Returns the loss as a tensor on the device (reading it waits for the GPU, so the caller does that
+    only now and then)."""
+    batch = data.batch_to_device(batch, device)
     img = batch['img'].contiguous(memory_format=torch.channels_last) if device.type == 'cuda' else batch['img']
     with net.autocast(device, dtype):
         alpha_ed, alpha_refined = model(img, batch['trimap'], refine=stage >= 2)
@@ -423,17 +435,12 @@ def train(args):
     if args.resume:
         step, best_sad = restore(load_weights(model, args.resume, args.trust), optimizer, scaler, args, world,
                                  args.resume)
-    # The training step runs `wrapped_model` (DDP across processes, compiled with --compile); validation and
+    # The training step runs `train_model` (DDP across processes, compiled with --compile); validation and
     # checkpoints use `model` itself (uncompiled: validation's image sizes vary).
-    wrapped_model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None) \
-        if world > 1 else model
-    if args.compile:
-        wrapped_model = torch.compile(wrapped_model)
+    train_model = wrap_for_training(model, device, world, args.compile)
 
     steps_per_epoch = len(dataset) // world // args.batch_size
-    total = args.epochs * steps_per_epoch
-    if args.max_iters:
-        total = min(total, args.max_iters)
+    total = min(args.epochs * steps_per_epoch, args.max_iters or math.inf)
     if step >= total and main_process:  # say so: a run that does nothing must not look like a finished one
         print(f"warning: nothing to train: {args.resume} is at step {step} and this run ends at step {total} "
               f"(--epochs {args.epochs} x {steps_per_epoch} steps, --max_iters {args.max_iters})", file=sys.stderr)
@@ -451,27 +458,18 @@ def train(args):
     loader = make_loader(dataset, sampler, args.batch_size, args.workers, pin_memory=device.type == 'cuda')
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=None if main_process else True,
                dynamic_ncols=True)  # None: no bar when stderr is not a terminal (a log file)
-    # The losses since the last read stay on the device: reading one waits for the GPU, so it happens every
-    # --print_freq steps and before each validation or save (a non-finite loss is caught there, by window).
-    loss_sum, window_start, last_loss, started = torch.zeros((), device=device), step, math.nan, time.time()
-    # Each turn validates and saves what the epoch before asked for, stops at the end, or trains an epoch.
-    # With --pretrain the starting point is validated first (epoch -1): a candidate for best.pth.
-    epoch, validate_now, save_now = -1, bool(main_process and val_samples and args.pretrain), False
-    while True:
-        if validate_now:
-            record = validate(model, val_samples, test_samples, args.test_res_dir, step, epoch, eval_options)
-            if record['val']['sad'] < best_sad:
-                best_sad, record['best'] = record['val']['sad'], True
-                net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world),
-                                    os.path.join(args.save_dir, 'best.pth'))
-            log_line(log_path, record)
-        if save_now:
-            net.save_checkpoint(make_checkpoint(model, optimizer, scaler, args, step, epoch, best_sad, world),
-                                os.path.join(args.save_dir, 'latest.pth'))
-        if world > 1:
-            dist.barrier()
-        if step >= total:
-            break
+    losses, started = LossWindow(device, step), time.time()
+    # a checkpoint of this run: the parts that never change are bound here, the step, epoch and best SAD are
+    # given at each save
+    checkpoint = functools.partial(make_checkpoint, model, optimizer, scaler, args, world)
+
+    epoch = -1  # with --pretrain the starting point is validated first: a candidate for best.pth
+    if main_process and val_samples and args.pretrain:
+        best_sad = validate(model, val_samples, test_samples, eval_options, args.test_res_dir, checkpoint,
+                            args.save_dir, step, epoch, best_sad)
+    if world > 1:
+        dist.barrier()
+    while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=offset * args.batch_size)
@@ -480,54 +478,74 @@ def train(args):
                 raise batch
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(lr, step, epoch, total, args.step, args.warmup, args.cosine)
-            loss_sum += train_step(wrapped_model, batch, optimizer, scaler, args.stage, args.wl_weight, device,
-                                   dtype)
+            losses.add(train_step(train_model, batch, optimizer, scaler, args.stage, args.wl_weight, device, dtype))
             step += 1
             bar.update()
             if step % args.print_freq == 0:
-                last_loss = mean_loss(loss_sum, window_start + 1, step)
-                loss_sum.zero_()
-                window_start = step
-                bar.set_postfix(loss=f'{last_loss:.4f}')
+                bar.set_postfix(loss=f'{losses.read(step, restart=True):.4f}')
                 if main_process:
-                    log_line(log_path, {'step': step, 'epoch': epoch, 'loss': last_loss,
+                    log_line(log_path, {'step': step, 'epoch': epoch, 'loss': losses.last,
                                         'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - started})
             if step >= total:
                 break
-        if step > window_start:  # the steps since the last read, checked before anything is saved
-            last_loss = mean_loss(loss_sum, window_start + 1, step)
+        losses.read(step)  # the steps since the last read, checked before anything is saved
         epoch_done, last = step % steps_per_epoch == 0, step >= total
-        validate_now = bool(main_process and val_samples) and (last or (epoch_done and
-                                                                        (epoch + 1) % args.test_freq == 0))
-        save_now = main_process and (last or (epoch_done and (epoch + 1) % args.ckpt_save_freq == 0))
+        if main_process and val_samples and (last or (epoch_done and (epoch + 1) % args.test_freq == 0)):
+            best_sad = validate(model, val_samples, test_samples, eval_options, args.test_res_dir, checkpoint,
+                                args.save_dir, step, epoch, best_sad)
+        if main_process and (last or (epoch_done and (epoch + 1) % args.ckpt_save_freq == 0)):
+            net.save_checkpoint(checkpoint(step, epoch, best_sad), os.path.join(args.save_dir, 'latest.pth'))
+        if world > 1:
+            dist.barrier()
     bar.close()
     if main_process:
-        print(f"stage {args.stage}: {step} steps, last loss {last_loss:.4f}, "
+        print(f"stage {args.stage}: {step} steps, last loss {losses.last:.4f}, "
               f"best validation SAD {best_sad:.2f}; checkpoints in {args.save_dir}")
     if world > 1:
         dist.destroy_process_group()
     return 0
 
 
-def mean_loss(loss_sum, first, last):
-    """The mean loss of steps first..last from their sum (a tensor on the device; reading it waits for the
-    device). FloatingPointError, naming the steps, when it is not finite."""
-    loss = loss_sum.item() / (last - first + 1)
-    if not math.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss ({loss}) in steps {first}-{last}")
-    return loss
+class LossWindow:
+    """The training losses since the last read, summed on the device: reading waits for the device, so it
+    happens every --print_freq steps and before each validation or save, and a non-finite loss is caught
+    there, by window."""
+
+    def __init__(self, device, step):
+        self.sum, self.start, self.last = torch.zeros((), device=device), step, math.nan
+
+    def add(self, loss):
+        self.sum += loss
+
+    def read(self, step, restart=False):
+        """The mean loss of the steps since the window's start (kept in `last`), up to `step`; FloatingPointError,
+        naming the steps, when it is not finite. restart=True starts the next window after `step`."""
+        if step > self.start:
+            self.last = self.sum.item() / (step - self.start)
+            if not math.isfinite(self.last):
+                raise FloatingPointError(f"non-finite loss ({self.last}) in steps {self.start + 1}-{step}")
+        if restart:
+            self.sum.zero_()
+            self.start = step
+        return self.last
 
 
-def validate(model, val_samples, test_samples, test_res_dir, step, epoch, eval_options):
-    """The log record of a validation at `step`, printed too: 'val', the mean metrics of the held-out
-    foregrounds' composites, and 'test', of the test set (for the log only, never for picking best.pth; its
-    predictions written to test_res_dir). eval_options: `evaluate`'s stage, method, max_size, size, device,
-    dtype."""
+def validate(model, val_samples, test_samples, eval_options, test_res_dir, checkpoint, save_dir, step, epoch,
+             best_sad):
+    """Score `model` at `step` and return the best validation SAD so far. The log record (save_dir/log.jsonl,
+    printed too) holds 'val', the mean metrics of the held-out foregrounds' composites, and 'test', of the test
+    set (for the log only, never for picking best.pth; its predictions written to test_res_dir). A new best is
+    saved as save_dir/best.pth, `checkpoint(step, epoch, best_sad)`. eval_options: `evaluate`'s stage, method,
+    max_size, size, device, dtype."""
     record = {'step': step, 'epoch': epoch, 'val': evaluate(model, val_samples, **eval_options)}
     if test_samples:
         record['test'] = evaluate(model, test_samples, save_dir=test_res_dir, **eval_options)
     tqdm.write(f"step {step}: validation " + ' '.join(f"{k} {v:.4f}" for k, v in record['val'].items()))
-    return record
+    if record['val']['sad'] < best_sad:
+        best_sad, record['best'] = record['val']['sad'], True
+        net.save_checkpoint(checkpoint(step, epoch, best_sad), os.path.join(save_dir, 'best.pth'))
+    log_line(os.path.join(save_dir, 'log.jsonl'), record)
+    return best_sad
 
 
 if __name__ == '__main__':

@@ -144,16 +144,16 @@ def test_train_sample_crop_first_equals_whole_first():
             for k in ('fg', 'alpha', 'trimap'):
                 np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
             assert np.abs(got['bg'].astype(int) - ref['bg']).max() <= 1
-            assert got['img'].shape == (320, 320, 3) and got['img'].dtype == np.float32
+            img = data.compose(got['fg'], got['bg'], got['alpha'], np.float32)  # as batch_to_device composes
             if crop_size == 320 and h >= 320 and w >= 320:  # no resize: the whole composite's crop itself
-                assert np.abs(got['img'] - ref['img']).max() <= 1 + 1e-3
+                assert np.abs(img - ref['img']).max() <= 1 + 1e-3
 
 
 def test_crop_without_unknown_pixels():
     fg = np.full((400, 500, 3), 60, np.uint8)
     bg = np.zeros((100, 100, 3), np.uint8)
     s = data.train_sample(fg, np.full((400, 500), 255, np.uint8), bg, 480, 0.3, False, 3, 3)
-    assert (s['trimap'] == 255).all() and (s['img'] == 60).all()  # no unknown pixel; nothing failed
+    assert (s['trimap'] == 255).all() and (s['alpha'] == 255).all() and (s['fg'] == 60).all()  # nothing failed
     alpha = np.zeros((400, 500), np.uint8)
     alpha[:, 250:] = 255  # a hard edge: no 0 < alpha < 255, crop at the image centre
     s = data.train_sample(fg, alpha, bg, 320, 0.9, False, 5, 5)
@@ -223,17 +223,40 @@ def test_train_dataset_tensors(train_entries):
     ds = data.TrainDataset(train_entries, seed=3)
     for i in range(len(ds)):
         s = ds[i]
-        assert s['img'].shape == (3, 320, 320) and s['fg'].shape == s['bg'].shape == (3, 320, 320)
-        assert s['trimap'].shape == s['alpha'].shape == (1, 320, 320)
-        assert all(v.dtype == torch.float32 for v in s.values())
-        assert set(s['trimap'].unique().tolist()) <= {0.0, 128.0, 255.0}
-        assert (s['alpha'][s['trimap'] == 255] == 1).all() and (s['alpha'][s['trimap'] == 0] == 0).all()
-        for k in ('alpha', 'fg', 'bg'):
-            assert 0 <= s[k].min() and s[k].max() <= 1
-        # the network's input is the composite of exactly the returned fg, bg and alpha
-        composite = s['alpha'] * s['fg'] + (1 - s['alpha']) * s['bg']
-        mean, std = (torch.from_numpy(v)[:, None, None] for v in (data.IMAGENET_MEAN, data.IMAGENET_STD))
-        torch.testing.assert_close(s['img'], (composite - mean) / std, atol=1e-4, rtol=0)
+        assert s.keys() == {'fg', 'bg', 'alpha', 'trimap'}
+        assert s['fg'].shape == s['bg'].shape == (3, 320, 320) and s['trimap'].shape == s['alpha'].shape == (1, 320, 320)
+        assert all(v.dtype == torch.uint8 and v.is_contiguous() for v in s.values())
+        assert sum(v.nbytes for v in s.values()) == 8 * 320 * 320  # the loader's payload: 8 bytes a pixel
+        assert set(s['trimap'].unique().tolist()) <= {0, 128, 255}
+        assert (s['alpha'][s['trimap'] == 255] == 255).all() and (s['alpha'][s['trimap'] == 0] == 0).all()
+
+
+def float_batch_on_the_cpu(samples):
+    """The float32 batch as the loader made it before it shipped uint8: the composite of `compose` and
+    `normalize` in numpy, fg, bg and alpha divided by 255."""
+    def one(s):
+        fg, bg, alpha = (s[k].permute(1, 2, 0).numpy() for k in ('fg', 'bg', 'alpha'))
+        img = data.normalize(data.compose(fg, bg, alpha[:, :, 0], np.float32))
+        return dict(img=torch.from_numpy(img), trimap=s['trimap'].float(), alpha=s['alpha'].float().div_(255),
+                    fg=s['fg'].float().div_(255), bg=s['bg'].float().div_(255))
+
+    return torch.utils.data.default_collate([one(s) for s in samples])
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_batch_to_device_makes_the_float_batch_of_the_cpu(train_entries, device):
+    ds = data.TrainDataset(train_entries, seed=3)
+    samples = [ds[i] for i in range(len(ds))]
+    batch = torch.utils.data.default_collate(samples)
+    if device == 'cuda':
+        batch = {k: v.pin_memory() for k, v in batch.items()}  # as train.py's loader gives it
+    got = data.batch_to_device(batch, torch.device(device))
+    expected = float_batch_on_the_cpu(samples)
+    assert got.keys() == expected.keys()
+    for k in expected:  # the same float32 operations in the same order: equal, not close
+        assert got[k].device.type == device and got[k].dtype == torch.float32
+        assert torch.equal(got[k].cpu(), expected[k]), k
 
 
 def test_train_sample_depends_on_seed_epoch_index_only(train_entries):
@@ -244,9 +267,9 @@ def test_train_sample_depends_on_seed_epoch_index_only(train_entries):
         assert all(torch.equal(first[i][k], again[i][k]) for k in first[i])
     ds.set_epoch(1)
     assert ds.epoch == 1
-    assert any(not torch.equal(first[i]['img'], ds[i]['img']) for i in range(len(ds)))
+    assert any(not torch.equal(first[i]['fg'], ds[i]['fg']) for i in range(len(ds)))
     other_seed = data.TrainDataset(train_entries, seed=8)
-    assert any(not torch.equal(first[i]['img'], other_seed[i]['img']) for i in range(len(ds)))
+    assert any(not torch.equal(first[i]['fg'], other_seed[i]['fg']) for i in range(len(ds)))
 
 
 def test_same_samples_with_0_and_2_workers(train_entries):
@@ -277,7 +300,7 @@ def test_online_mode_draws_backgrounds(train_entries, tmp_path):
     chosen = [ds.draw(i)['bg'] for i in range(len(ds))]
     assert len(set(chosen)) > 1 and set(chosen) <= set(bgs)
     s = ds[0]
-    bg_level = round(float(s['bg'].mean()) * 255 / 60)
+    bg_level = round(float(s['bg'].float().mean()) / 60)
     assert chosen[0] == bgs[bg_level]
 
 

@@ -23,18 +23,15 @@ import metrics
 import net
 import train
 from test_chg_model import fake_torchvision
+from test_deploy import make_sample
 
 H, W = 40, 56
 
 
 def sample(seed=0):
-    """A smooth image, its trimap (background, an unknown ring, a foreground core) and an alpha."""
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur(rng.integers(0, 256, (H, W, 3), dtype=np.uint8), (0, 0), 2)
-    yy, xx = np.mgrid[:H, :W]
-    r = np.hypot((yy - H / 2) / H, (xx - W / 2) / W)
-    trimap = np.where(r < 0.15, 255, 0).astype(np.uint8)
-    trimap[(r >= 0.15) & (r < 0.3)] = 128
+    """test_deploy's smooth image and trimap (background, an unknown ring, a foreground core), H x W, and an
+    alpha that agrees with the trimap."""
+    image, trimap = make_sample(H, W, seed)
     alpha = np.where(trimap == 128, 100, trimap).astype(np.uint8)
     return image, trimap, alpha
 

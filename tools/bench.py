@@ -210,7 +210,8 @@ def bench_crop(ckpt, trust, device, size, repeats, budget):
 
 
 def random_batch(n, size, seed=0):
-    """n copies of one training sample (data.train_sample of a synthetic matte, as TrainDataset gives it)."""
+    """n copies of one training sample (data.train_sample of a synthetic matte, uint8 as TrainDataset gives it;
+    train.train_step composes and normalises it on the device)."""
     image, alpha, _, _ = sample_matte(size, seed)
     bg = np.ascontiguousarray(image[::-1, ::-1])  # any other picture
     sample = data.to_tensors(data.train_sample(image, alpha, bg, size, centre=0.5, flip=False, k_erode=15,
@@ -293,7 +294,7 @@ def make_sources(folder, n_fg, n_bg, h, w, seed=0):
 
 def whole_first_sample(fg, alpha, bg, unknown, draw, size):
     """The reference for data.train_sample's crop-first order: the background fitted and the whole image
-    composed before the crop, then the same sample (which composes its window again, a small extra)."""
+    composed before the crop, then the same sample."""
     bg = data.fit_background(bg, *alpha.shape)
     data.compose(fg, bg, alpha, np.float32)
     return data.to_tensors(data.train_sample(fg, alpha, bg, draw['crop_size'], draw['centre'], draw['flip'],
