@@ -527,54 +527,43 @@ def _remove_stale(path):
                        file=sys.stderr)
 
 
-def main(argv=None):
-    args = get_args_parser().parse_args(argv)
-    try:
-        if args.image is not None and args.img_dir is not None:
-            raise ValueError(f"two inputs ({args.image} and --img_dir {args.img_dir}): give one")
-        img = args.image if args.image is not None else args.img_dir
-        if img is None:
-            raise ValueError("no input: give an image or a folder of images (IMAGE or --img_dir)")
-        if args.trimap_dir is None and args.mask_dir is None:
-            raise ValueError("give trimaps (--trimap_dir, or --trimap for one image) or masks (--mask_dir, "
-                             "--mask)")
-        if args.mask_dir is not None:
-            data.band_pixels(args.band, (1, 1))  # refuse a malformed --band before any work
-        if (args.new_bg is None) != (args.composite_dir is None):
-            raise ValueError("--new_bg and --composite_dir go together (the background, and where to write)")
-        new_bg = read_background(args.new_bg) if args.new_bg is not None else None
-        device = net.pick_device('cuda' if args.cuda else args.device)
-        dtype = net.pick_precision(args.precision, device)
-        guide_flag, guide = ('--trimap_dir', args.trimap_dir) if args.mask_dir is None \
-            else ('--mask_dir', args.mask_dir)
-        paths, guides, alphas = _inputs(img, guide, guide_flag, args.alpha_dir)
-        single = os.path.isfile(img)
-        targets = {'matte': args.save_dir, 'cutout': args.cutout_dir, 'composite': args.composite_dir}
-        targets = {kind: target for kind, target in targets.items() if target is not None}
-        # what an output must not overwrite: the input folders, or the files that the one image uses
-        inputs = [('--img_dir', img), (guide_flag, guide), ('--alpha_dir', args.alpha_dir)]
-        single_stem = os.path.splitext(os.path.basename(img))[0] if single else None
-        if single:
-            inputs = [('--img_dir', img), (guide_flag, guides[0].get(single_stem)),
-                      ('--alpha_dir', alphas[0].get(single_stem) if alphas is not None else None)]
-        flags = {'matte': '--save_dir', 'cutout': '--cutout_dir', 'composite': '--composite_dir'}
-        _check_outputs({flags[kind]: target for kind, target in targets.items()}, single_stem,
-                       [(flag, path) for flag, path in inputs if path is not None])
-        if len(targets) > 1:
-            _foreground_ml()  # fail now, not once per image, when PyMatting is missing
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            model, stage = load_model(args.resume, device, stage=args.stage, trust=args.trust)
-        for w in caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    guide_note = 'trimaps' if args.mask_dir is None else f'masks with a band of {args.band}'
-    print(f"deploy: {len(paths)} images, {guide_note}, stage {stage} "
-          f"({'refined' if stage >= 2 else 'encoder-decoder'} alpha), method {args.crop_or_resize}, "
-          f"device {device}, {str(dtype).replace('torch.', '')}", file=sys.stderr)
+def _input_folder(args):
+    """The image or folder to deploy on; ValueError for flags that do not go together."""
+    if args.image is not None and args.img_dir is not None:
+        raise ValueError(f"two inputs ({args.image} and --img_dir {args.img_dir}): give one")
+    img = args.image if args.image is not None else args.img_dir
+    if img is None:
+        raise ValueError("no input: give an image or a folder of images (IMAGE or --img_dir)")
+    if args.trimap_dir is None and args.mask_dir is None:
+        raise ValueError("give trimaps (--trimap_dir, or --trimap for one image) or masks (--mask_dir, --mask)")
+    if args.mask_dir is not None:
+        data.band_pixels(args.band, (1, 1))  # refuse a malformed --band before any work
+    if (args.new_bg is None) != (args.composite_dir is None):
+        raise ValueError("--new_bg and --composite_dir go together (the background, and where to write)")
+    return img
 
+
+def _output_targets(args, img, guide_flag, guide, guides, alphas):
+    """({'matte' | 'cutout' | 'composite': folder or file}, the stem of the one image or None); ValueError
+    when an output would overwrite an input (the input folders, or the files that the one image uses)."""
+    targets = {'matte': args.save_dir, 'cutout': args.cutout_dir, 'composite': args.composite_dir}
+    targets = {kind: target for kind, target in targets.items() if target is not None}
+    inputs = [('--img_dir', img), (guide_flag, guide), ('--alpha_dir', args.alpha_dir)]
+    single_stem = os.path.splitext(os.path.basename(img))[0] if os.path.isfile(img) else None
+    if single_stem is not None:
+        inputs = [('--img_dir', img), (guide_flag, guides[0].get(single_stem)),
+                  ('--alpha_dir', alphas[0].get(single_stem) if alphas is not None else None)]
+    flags = {'matte': '--save_dir', 'cutout': '--cutout_dir', 'composite': '--composite_dir'}
+    _check_outputs({flags[kind]: target for kind, target in targets.items()}, single_stem,
+                   [(flag, path) for flag, path in inputs if path is not None])
+    if len(targets) > 1:
+        _foreground_ml()  # fail now, not once per image, when PyMatting is missing
+    return targets, single_stem
+
+
+def _deploy_all(model, stage, args, device, dtype, paths, guides, alphas, targets, single, new_bg):
+    """Deploy on every image of `paths`, naming each bad one in a line and going on. Returns (number
+    written, names that failed, scores of those with a ground truth)."""
     failed, scores, written = [], [], 0
     by_stem = collections.defaultdict(list)
     for path in paths:
@@ -600,7 +589,36 @@ def main(argv=None):
         written += 1
         if score is not None:
             scores.append(score)
+    return written, failed, scores
 
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    try:
+        img = _input_folder(args)
+        new_bg = read_background(args.new_bg) if args.new_bg is not None else None
+        device = net.pick_device('cuda' if args.cuda else args.device)
+        dtype = net.pick_precision(args.precision, device)
+        guide_flag, guide = ('--trimap_dir', args.trimap_dir) if args.mask_dir is None \
+            else ('--mask_dir', args.mask_dir)
+        paths, guides, alphas = _inputs(img, guide, guide_flag, args.alpha_dir)
+        targets, single_stem = _output_targets(args, img, guide_flag, guide, guides, alphas)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            model, stage = load_model(args.resume, device, stage=args.stage, trust=args.trust)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    guide_note = 'trimaps' if args.mask_dir is None else f'masks with a band of {args.band}'
+    print(f"deploy: {len(paths)} images, {guide_note}, stage {stage} "
+          f"({'refined' if stage >= 2 else 'encoder-decoder'} alpha), method {args.crop_or_resize}, "
+          f"device {device}, {str(dtype).replace('torch.', '')}", file=sys.stderr)
+
+    single = single_stem is not None
+    written, failed, scores = _deploy_all(model, stage, args, device, dtype, paths, guides, alphas, targets,
+                                          single, new_bg)
     where = output_path(args.save_dir, single_stem, True) if single else args.save_dir
     print(f"wrote {written} of {len(paths)} mattes to {where}", file=sys.stderr)
     if alphas is not None and scores:
