@@ -53,8 +53,10 @@ def get_args_parser():
     g.add_argument('--val_fraction', type=between(0, 1, open_high=True), default=0.05,
                    help="share of the foregrounds held out for validation (never their composites)")
     g.add_argument('--val_per_fg', type=at_least(1), default=2, help="validation composites per held-out foreground")
-    g.add_argument('--workers', type=at_least(0), default=4, help="data loader processes per training process (one "
-                   "OpenCV thread each)")
+    g.add_argument('--workers', type=at_least(0), default=None, help="data loader processes per training process "
+                   "(one OpenCV thread each); None: the machine's cores less one per training process, at most 16")
+    g.add_argument('--cache_mb', type=at_least(1), default=None, help="decoded images each loader process keeps; "
+                   "None: half the machine's memory shared among all loader processes, at least 500")
     g = p.add_argument_group('optimisation (the paper: Adam, lr 1e-5, batch 1, no schedule)')
     g.add_argument('--batch_size', '--batchSize', type=at_least(1), default=1, help="per process")
     g.add_argument('--lr', type=between(0, math.inf, open_low=True, open_high=True), default=1e-5,
@@ -165,7 +167,20 @@ def lr_at(lr, step, epoch, total, step_epochs=0, warmup=0, cosine=False):
     return lr
 
 
-def build_data(args, world):
+def loader_size(workers, cache_mb, world):
+    """(loader processes per training process, cache MB per loader process), the machine's share where
+    not given: every core but one per training process works for the loader, and half the memory holds
+    decoded images (a foreground decoded once is cropped many times: Composition-1k's 431 fit in about 4 GB)."""
+    if workers is None:
+        workers = max(1, min(16, (os.cpu_count() or 2) // world - 1))
+    if cache_mb is None:
+        memory_mb = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**20 if hasattr(os, 'sysconf') \
+            else 8000
+        cache_mb = max(500, int(memory_mb / 2 / (world * max(workers, 1))))
+    return workers, cache_mb
+
+
+def build_data(args, world, cache_mb):
     """Training and validation entries, split by foreground, and the training dataset."""
     if args.img_dir:
         entries = data.read_composite_list(args.img_dir, need_bg=not args.bg_dir)
@@ -180,7 +195,7 @@ def build_data(args, world):
         raise ValueError(f"{len(train_entries)} training composites are too few for batch size "
                          f"{args.batch_size} on {world} process(es)")
     dataset = data.TrainDataset(train_entries, size=args.size_h, crop_sizes=tuple(args.crop_h),
-                                seed=args.seed, online_bgs=online_bgs)
+                                seed=args.seed, online_bgs=online_bgs, cache_mb=cache_mb)
     return dataset, data.first_per_foreground(val_entries, args.val_per_fg)
 
 
@@ -421,7 +436,8 @@ def train(args):
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
 
-    dataset, val_entries = build_data(args, world)
+    workers, cache_mb = loader_size(args.workers, args.cache_mb, world)
+    dataset, val_entries = build_data(args, world, cache_mb)
     val_samples = data.ValDataset(val_entries, max_size=args.max_size) if val_entries else []
     test_samples = (data.TestDataset(args.test_img_dir, args.test_trimap_dir, args.test_alpha_dir)
                     if args.test_img_dir else [])
@@ -449,13 +465,13 @@ def train(args):
         os.makedirs(args.save_dir, exist_ok=True)
         log_line(log_path, {'args': vars(args), 'torch': torch.__version__, 'python': platform.python_version(),
                             'world': world, 'device': str(device), 'dtype': str(dtype).replace('torch.', ''),
-                            'lr': lr, 'train_composites': len(dataset),
+                            'lr': lr, 'workers': workers, 'cache_mb': cache_mb, 'train_composites': len(dataset),
                             'val_composites': len(val_samples), 'resumed_at': step})
 
     eval_options = dict(stage=args.stage, method=args.crop_or_resize, max_size=args.max_size, size=args.size_h,
                         device=device, dtype=dtype)
     sampler = EpochSampler(len(dataset), args.seed, rank, world)
-    loader = make_loader(dataset, sampler, args.batch_size, args.workers, pin_memory=device.type == 'cuda')
+    loader = make_loader(dataset, sampler, args.batch_size, workers, pin_memory=device.type == 'cuda')
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=None if main_process else True,
                dynamic_ncols=True)  # None: no bar when stderr is not a terminal (a log file)
     losses, started = LossWindow(device, step), time.time()

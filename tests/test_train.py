@@ -122,7 +122,7 @@ def test_validation_writes_best_and_a_json_line(tiny_set, tmp_path, capsys):
                                '--val_per_fg', '1', '--workers', '1')) == 0
     with open(tmp_path / 'log.jsonl') as f:
         records = [json.loads(line) for line in f]
-    assert 'args' in records[0] and records[0]['val_composites'] == 1
+    assert 'args' in records[0] and records[0]['val_composites'] == 1 and records[0]['workers'] == 1
     val = [r for r in records if 'val' in r]
     assert [r['step'] for r in val] == [3, 4] and set(val[0]['val']) == {'sad', 'mse', 'grad', 'conn'}
     best = min(r['val']['sad'] for r in val)
@@ -322,3 +322,16 @@ def test_checkpoint_records_skip_and_a_different_skip_is_refused(tiny_set, tmp_p
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(path) in err and 'with --skip' in err
     assert train.main(run_args(tiny_set, tmp_path / 'skip', '--max_iters', '2', '--skip', '--resume', str(path))) == 0
+
+
+def test_loader_is_sized_to_the_machine(monkeypatch):
+    monkeypatch.setattr(os, 'cpu_count', lambda: 16)
+    page, pages = 4096, 128 * 2**30 // 4096  # 128 GiB
+    monkeypatch.setattr(os, 'sysconf', lambda name: {'SC_PAGE_SIZE': page, 'SC_PHYS_PAGES': pages}[name])
+    assert train.loader_size(None, None, 1) == (15, 128 * 1024 // 2 // 15)  # half the memory over 15 workers
+    assert train.loader_size(None, None, 2) == (7, 128 * 1024 // 2 // 14)  # two GPUs share the cores
+    assert train.loader_size(3, 700, 8) == (3, 700)  # given values stay
+    monkeypatch.setattr(os, 'cpu_count', lambda: 64)
+    assert train.loader_size(None, None, 1)[0] == 16
+    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+    assert train.loader_size(None, None, 4) == (1, 128 * 1024 // 2 // 4)
