@@ -500,8 +500,12 @@ def train(args):
             if step % args.print_freq == 0:
                 bar.set_postfix(loss=f'{losses.read(step, restart=True):.4f}')
                 if main_process:
-                    log_line(log_path, {'step': step, 'epoch': epoch, 'loss': losses.last,
-                                        'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - started})
+                    record = {'step': step, 'epoch': epoch, 'loss': losses.last,
+                              'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - started}
+                    log_line(log_path, record)
+                    if bar.disable:  # no bar (output to a file): a line instead
+                        print(f"step {step}/{total}: loss {losses.last:.4f}, lr {record['lr']:.3g}, "
+                              f"{record['seconds']:.0f} s", flush=True)
             if step >= total:
                 break
         losses.read(step)  # the steps since the last read, checked before anything is saved

@@ -127,7 +127,10 @@ def test_validation_writes_best_and_a_json_line(tiny_set, tmp_path, capsys):
     assert [r['step'] for r in val] == [3, 4] and set(val[0]['val']) == {'sad', 'mse', 'grad', 'conn'}
     best = min(r['val']['sad'] for r in val)
     assert torch.load(tmp_path / 'best.pth', weights_only=True)['best_sad'] == best
-    assert '%|' not in capsys.readouterr().err  # progress bars (training, validation) only on a terminal
+    out, err = capsys.readouterr()
+    assert '%|' not in err  # progress bars (training, validation) only on a terminal, else a line a print
+    assert [line.split(':')[0] for line in out.splitlines() if line.startswith('step ') and 'loss' in line] == \
+        ['step 1/4', 'step 2/4', 'step 3/4', 'step 4/4']
 
 
 def test_bad_checkpoints_are_one_line_errors(tiny_set, tmp_path, capsys):
