@@ -457,11 +457,12 @@ def train(args):
 
     steps_per_epoch = len(dataset) // world // args.batch_size
     total = min(args.epochs * steps_per_epoch, args.max_iters or math.inf)
-    if step >= total and main_process:  # say so: a run that does nothing must not look like a finished one
-        print(f"warning: nothing to train: {args.resume} is at step {step} and this run ends at step {total} "
-              f"(--epochs {args.epochs} x {steps_per_epoch} steps, --max_iters {args.max_iters})", file=sys.stderr)
     log_path = os.path.join(args.save_dir, 'log.jsonl')
     if main_process:
+        if step >= total:  # say so: a run that does nothing must not look like a finished one
+            print(f"warning: nothing to train: {args.resume} is at step {step} and this run ends at step {total} "
+                  f"(--epochs {args.epochs} x {steps_per_epoch} steps, --max_iters {args.max_iters})",
+                  file=sys.stderr)
         os.makedirs(args.save_dir, exist_ok=True)
         log_line(log_path, {'args': vars(args), 'torch': torch.__version__, 'python': platform.python_version(),
                             'world': world, 'device': str(device), 'dtype': str(dtype).replace('torch.', ''),
@@ -498,14 +499,10 @@ def train(args):
             step += 1
             bar.update()
             if step % args.print_freq == 0:
-                bar.set_postfix(loss=f'{losses.read(step, restart=True):.4f}')
+                loss = losses.read(step, restart=True)
                 if main_process:
-                    record = {'step': step, 'epoch': epoch, 'loss': losses.last,
-                              'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - started}
-                    log_line(log_path, record)
-                    if bar.disable:  # no bar (output to a file): a line instead
-                        print(f"step {step}/{total}: loss {losses.last:.4f}, lr {record['lr']:.3g}, "
-                              f"{record['seconds']:.0f} s", flush=True)
+                    report_window(bar, log_path, step, total, epoch, loss, optimizer.param_groups[0]['lr'],
+                                  time.time() - started)
             if step >= total:
                 break
         losses.read(step)  # the steps since the last read, checked before anything is saved
@@ -524,6 +521,15 @@ def train(args):
     if world > 1:
         dist.destroy_process_group()
     return 0
+
+
+def report_window(bar, log_path, step, total, epoch, loss, lr, seconds):
+    """The mean loss of a --print_freq window: on the bar, in log.jsonl, and as a line when there is no bar
+    (output to a file)."""
+    bar.set_postfix(loss=f'{loss:.4f}')
+    log_line(log_path, {'step': step, 'epoch': epoch, 'loss': loss, 'lr': lr, 'seconds': seconds})
+    if bar.disable:
+        print(f"step {step}/{total}: loss {loss:.4f}, lr {lr:.3g}, {seconds:.0f} s", flush=True)
 
 
 class LossWindow:
