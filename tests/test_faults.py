@@ -36,10 +36,6 @@ def sample(seed=0):
     return image, trimap, alpha
 
 
-def png_bytes(array):
-    return cv2.imencode('.png', array)[1].tobytes()
-
-
 def huge_png():
     """A PNG whose header claims 100000 x 100000 pixels, more than OpenCV decodes."""
     def chunk(kind, body):
