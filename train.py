@@ -475,7 +475,7 @@ def train(args):
     loader = make_loader(dataset, sampler, args.batch_size, workers, pin_memory=device.type == 'cuda')
     bar = tqdm(total=total, initial=step, desc=f'stage {args.stage}', disable=None if main_process else True,
                dynamic_ncols=True)  # None: no bar when stderr is not a terminal (a log file)
-    losses, started = LossWindow(device, step), time.time()
+    window, started = Window(device, step, args.batch_size * world), time.time()
     # a checkpoint of this run: the parts that never change are bound here, the step, epoch and best SAD are
     # given at each save
     checkpoint = functools.partial(make_checkpoint, model, optimizer, scaler, args, world)
@@ -490,22 +490,24 @@ def train(args):
         epoch, offset = divmod(step, steps_per_epoch)
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, start=offset * args.batch_size)
-        for batch in loader:
+        for batch, waited in with_waits(loader):
             if isinstance(batch, ValueError):
                 raise batch
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(lr, step, epoch, total, args.step, args.warmup, args.cosine)
-            losses.add(train_step(train_model, batch, optimizer, scaler, args.stage, args.wl_weight, device, dtype))
+            window.add(train_step(train_model, batch, optimizer, scaler, args.stage, args.wl_weight, device, dtype),
+                       waited)
             step += 1
             bar.update()
             if step % args.print_freq == 0:
-                loss = losses.read(step, restart=True)
+                loss, pace = window.read(step, restart=True)
                 if main_process:
-                    report_window(bar, log_path, step, total, epoch, loss, optimizer.param_groups[0]['lr'],
+                    report_window(bar, log_path, step, total, epoch, loss, pace, optimizer.param_groups[0]['lr'],
                                   time.time() - started)
             if step >= total:
                 break
-        losses.read(step)  # the steps since the last read, checked before anything is saved
+        window.read(step)  # the steps since the last read, checked before anything is saved
+        paused = time.perf_counter()
         epoch_done, last = step % steps_per_epoch == 0, step >= total
         if main_process and val_samples and (last or (epoch_done and (epoch + 1) % args.test_freq == 0)):
             best_sad = validate(model, val_samples, test_samples, eval_options, args.test_res_dir, checkpoint,
@@ -514,46 +516,70 @@ def train(args):
             net.save_checkpoint(checkpoint(step, epoch, best_sad), os.path.join(args.save_dir, 'latest.pth'))
         if world > 1:
             dist.barrier()
+        window.began += time.perf_counter() - paused  # validating and saving are not training speed
     bar.close()
     if main_process:
-        print(f"stage {args.stage}: {step} steps, last loss {losses.last:.4f}, "
+        print(f"stage {args.stage}: {step} steps, last loss {window.last:.4f}, "
               f"best validation SAD {best_sad:.2f}; checkpoints in {args.save_dir}")
     if world > 1:
         dist.destroy_process_group()
     return 0
 
 
-def report_window(bar, log_path, step, total, epoch, loss, lr, seconds):
-    """The mean loss of a --print_freq window: on the bar, in log.jsonl, and as a line when there is no bar
-    (output to a file)."""
-    bar.set_postfix(loss=f'{loss:.4f}')
-    log_line(log_path, {'step': step, 'epoch': epoch, 'loss': loss, 'lr': lr, 'seconds': seconds})
+def report_window(bar, log_path, step, total, epoch, loss, pace, lr, seconds):
+    """A --print_freq window's mean loss and pace (Window.read): on the bar, in log.jsonl, and as a line when
+    there is no bar (output to a file)."""
+    bar.set_postfix(loss=f'{loss:.4f}', img_s=f"{pace['images_per_s']:.1f}", wait=f"{pace['loader_wait']:.0%}")
+    log_line(log_path, {'step': step, 'epoch': epoch, 'loss': loss, 'lr': lr, 'seconds': seconds, **pace})
     if bar.disable:
-        print(f"step {step}/{total}: loss {loss:.4f}, lr {lr:.3g}, {seconds:.0f} s", flush=True)
+        print(f"step {step}/{total}: loss {loss:.4f}, lr {lr:.3g}, {pace['images_per_s']:.1f} images/s, "
+              f"loader wait {pace['loader_wait']:.0%}, {seconds:.0f} s", flush=True)
 
 
-class LossWindow:
-    """The training losses since the last read, summed on the device: reading waits for the device, so it
-    happens every --print_freq steps and before each validation or save, and a non-finite loss is caught
-    there, by window."""
+def with_waits(loader):
+    """The loader's batches, each with the seconds this process waited for it."""
+    batches = iter(loader)
+    while True:
+        t = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch, time.perf_counter() - t
 
-    def __init__(self, device, step):
-        self.sum, self.start, self.last = torch.zeros((), device=device), step, math.nan
 
-    def add(self, loss):
+class Window:
+    """The training steps since the last read: their losses summed on the device (reading waits for the device,
+    so it happens every --print_freq steps and before each validation or save, and a non-finite loss is caught
+    there, by window), the seconds spent waiting for the loader and the time they took."""
+
+    def __init__(self, device, step, images_per_step):
+        self.sum, self.last, self.images_per_step = torch.zeros((), device=device), math.nan, images_per_step
+        self.restart(step)
+
+    def restart(self, step):
+        self.sum.zero_()
+        self.start, self.waited, self.began = step, 0.0, time.perf_counter()
+
+    def add(self, loss, waited):
         self.sum += loss
+        self.waited += waited
 
     def read(self, step, restart=False):
-        """The mean loss of the steps since the window's start (kept in `last`), up to `step`; FloatingPointError,
-        naming the steps, when it is not finite. restart=True starts the next window after `step`."""
+        """(mean loss, pace) of the steps since the window's start, up to `step`; the loss is kept in `last`,
+        pace is images_per_s and loader_wait, the share of the time spent waiting for batches (on a GPU, an
+        upper bound of the time it idled for want of data). FloatingPointError, naming the steps, when the loss
+        is not finite. restart=True starts the next window after `step`."""
+        pace = {}
         if step > self.start:
-            self.last = self.sum.item() / (step - self.start)
+            self.last = self.sum.item() / (step - self.start)  # waits for the device: the time below is complete
             if not math.isfinite(self.last):
                 raise FloatingPointError(f"non-finite loss ({self.last}) in steps {self.start + 1}-{step}")
+            seconds = time.perf_counter() - self.began
+            pace = {'images_per_s': (step - self.start) * self.images_per_step / seconds,
+                    'loader_wait': self.waited / seconds}
         if restart:
-            self.sum.zero_()
-            self.start = step
-        return self.last
+            self.restart(step)
+        return self.last, pace
 
 
 def validate(model, val_samples, test_samples, eval_options, test_res_dir, checkpoint, save_dir, step, epoch,

@@ -14,3 +14,12 @@ def fp32_on_every_cpu(monkeypatch):
     the same numbers on every machine (the precision tests set it themselves)."""
     import net
     monkeypatch.setattr(net, 'cpu_has_bf16', lambda: False)
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_named(monkeypatch):
+    """--device auto means the CPU in-process, so that the CPU tests (bit-exact resumes, equal losses) test the
+    same thing on a GPU machine; tests/test_cuda.py names cuda. Tests that start processes pass --device cpu."""
+    import net
+    pick_device = net.pick_device
+    monkeypatch.setattr(net, 'pick_device', lambda name: pick_device('cpu' if name == 'auto' else name))

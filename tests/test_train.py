@@ -2,6 +2,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import types
 
 import cv2
 import numpy as np
@@ -152,7 +154,7 @@ def test_non_finite_loss_stops_and_names_the_step(tiny_set, tmp_path, monkeypatc
 
 def test_two_processes_with_gloo(tiny_set, tmp_path):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-           os.path.join(ROOT, 'train.py'), *run_args(tiny_set, tmp_path, '--max_iters', '2')]
+           os.path.join(ROOT, 'train.py'), *run_args(tiny_set, tmp_path, '--max_iters', '2', '--device', 'cpu')]
     env = dict(os.environ, OMP_NUM_THREADS='1')
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -173,7 +175,7 @@ def test_train_sh_chains_the_three_stages(tiny_set, tmp_path):
     env = dict(os.environ, DATA=str(tmp_path / 'comp'), VGG=str(vgg), RUNS=str(tmp_path / 'runs'),
                PYTHON=sys.executable, OMP_NUM_THREADS='1')
     flags = ['--size_h', '64', '--size_w', '64', '--crop_h', '64', '--workers', '0', '--max_iters', '1',
-             '--val_fraction', '0.25', '--val_per_fg', '1']
+             '--val_fraction', '0.25', '--val_per_fg', '1', '--device', 'cpu']
     result = subprocess.run(['bash', os.path.join(ROOT, 'train.sh'), 'all', *flags], capture_output=True,
                             text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -256,6 +258,39 @@ def test_device_index_under_torchrun_is_an_error(monkeypatch):
     with pytest.raises(ValueError, match='CUDA_VISIBLE_DEVICES'):
         train.setup_distributed('cuda:1')  # used to train on the CPU without a word
     assert not torch.distributed.is_initialized()
+
+
+def test_log_gives_images_per_second_and_the_loader_wait(tiny_set, tmp_path, monkeypatch):
+    # On a clock that only the loader (0.3 s a batch) and validation (3 s) move, a window of 4 steps took 1.2 s
+    # and all of it was waiting. Windows straddle the epochs' ends (3 steps), where validation runs: it must
+    # not count.
+    clock = [0.0]
+    monkeypatch.setattr(train, 'time', types.SimpleNamespace(perf_counter=lambda: clock[0], time=time.time))
+    make_loader, validate = train.make_loader, train.validate
+
+    class SlowLoader:
+        def __init__(self, *args, **kwargs):
+            self.loader = make_loader(*args, **kwargs)
+
+        def __iter__(self):
+            for batch in self.loader:
+                clock[0] += 0.3
+                yield batch
+
+    def slow_validate(*args, **kwargs):
+        clock[0] += 3
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(train, 'make_loader', SlowLoader)
+    monkeypatch.setattr(train, 'validate', slow_validate)
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '12', '--print_freq', '4', '--val_fraction',
+                               '0.25', '--val_per_fg', '1', '--test_freq', '1')) == 0
+    with open(tmp_path / 'log.jsonl') as f:
+        records = [json.loads(line) for line in f]
+    windows = [r for r in records if 'loss' in r]
+    assert [r['step'] for r in windows] == [4, 8, 12] and sum('val' in r for r in records) == 4
+    for r in windows:
+        assert r['images_per_s'] == pytest.approx(1 / 0.3) and r['loader_wait'] == pytest.approx(1)
 
 
 def test_validation_out_of_memory_falls_back_to_tiles(tiny_set, tmp_path, monkeypatch, capsys):
