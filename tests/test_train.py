@@ -224,8 +224,8 @@ def test_lr_rules_relative_to_batch_one(tiny_set, tmp_path):
     assert train.scaled_lr(1e-5, 'sqrt', 16) == pytest.approx(4e-5)
     assert train.scaled_lr(1e-5, 'linear', 16) == pytest.approx(1.6e-4)
     assert train.scaled_lr(1e-5, 'sqrt', 1) == train.scaled_lr(1e-5, 'linear', 1) == 1e-5
-    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '1', '--batch_size', '2', '--lr', '1e-4',
-                               '--lr_scale', 'sqrt')) == 0
+    # the default rule is sqrt
+    assert train.main(run_args(tiny_set, tmp_path, '--max_iters', '1', '--batch_size', '2', '--lr', '1e-4')) == 0
     with open(tmp_path / 'log.jsonl') as f:
         records = [json.loads(line) for line in f]
     assert records[0]['lr'] == pytest.approx(1e-4 * 2 ** 0.5)
