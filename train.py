@@ -10,6 +10,7 @@ One process: `python train.py --stage 1 --imgDir data/comp1k/train/image --pretr
 Several GPUs: `torchrun --nproc_per_node=N train.py ...` (DistributedDataParallel; --batchSize is per process).
 """
 import argparse
+import contextlib
 import datetime
 import functools
 import json
@@ -508,16 +509,15 @@ def train(args):
             if step >= total:
                 break
         window.read(step)  # the steps since the last read, checked before anything is saved
-        paused = time.perf_counter()
         epoch_done, last = step % steps_per_epoch == 0, step >= total
-        if main_process and val_samples and (last or (epoch_done and (epoch + 1) % args.test_freq == 0)):
-            best_sad = validate(model, val_samples, test_samples, eval_options, args.test_res_dir, checkpoint,
-                                args.save_dir, step, epoch, best_sad)
-        if main_process and (last or (epoch_done and (epoch + 1) % args.ckpt_save_freq == 0)):
-            net.save_checkpoint(checkpoint(step, epoch, best_sad), os.path.join(args.save_dir, 'latest.pth'))
-        if world > 1:
-            dist.barrier()
-        window.began += time.perf_counter() - paused  # validating and saving are not training speed
+        with window.paused():  # validating and saving are not training speed
+            if main_process and val_samples and (last or (epoch_done and (epoch + 1) % args.test_freq == 0)):
+                best_sad = validate(model, val_samples, test_samples, eval_options, args.test_res_dir, checkpoint,
+                                    args.save_dir, step, epoch, best_sad)
+            if main_process and (last or (epoch_done and (epoch + 1) % args.ckpt_save_freq == 0)):
+                net.save_checkpoint(checkpoint(step, epoch, best_sad), os.path.join(args.save_dir, 'latest.pth'))
+            if world > 1:
+                dist.barrier()
     bar.close()
     if main_process:
         print(f"stage {args.stage}: {step} steps, last loss {window.last:.4f}, "
@@ -564,6 +564,15 @@ class Window:
     def add(self, loss, waited):
         self.sum += loss
         self.waited += waited
+
+    @contextlib.contextmanager
+    def paused(self):
+        """The time spent inside is left out of the window's pace."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.began += time.perf_counter() - t
 
     def read(self, step, restart=False):
         """(mean loss, pace) of the steps since the window's start, up to `step`; the loss is kept in `last`,
