@@ -125,8 +125,27 @@ def unpool(x, pool, skip=None):
     indices, size = pool
     # in x's own dtype: CPU autocast would run it in float32, converting the largest maps twice
     with torch.autocast(x.device.type, enabled=False):
-        x = F.max_unpool2d(x, indices, 2, 2, output_size=size)  # N,C,2h(+1),2w(+1)
+        if torch.are_deterministic_algorithms_enabled():
+            x = unpool_by_selection(x, indices, size)
+        else:
+            x = F.max_unpool2d(x, indices, 2, 2, output_size=size)  # N,C,2h(+1),2w(+1)
     return x if skip is None else x.add_(skip)
+
+
+def unpool_by_selection(x, indices, size):
+    """F.max_unpool2d(x, indices, 2, 2, output_size=size) as a comparison and a selection instead of a scatter:
+    the same numbers bit for bit, forward and backward. PyTorch refuses max_unpool2d under
+    torch.use_deterministic_algorithms (a scatter's indices may collide; a 2x2 pool's never do) but allows
+    these. Several times slower than max_unpool2d on the CPU, so `unpool` takes it only in deterministic mode
+    (train.py --deterministic)."""
+    n, c, h, w = x.shape
+    height, width = size
+    rows = torch.arange(2 * h, device=x.device)[:, None] * width
+    flat = (rows + torch.arange(2 * w, device=x.device)).view(h, 2, w, 2)  # each pixel's index, by window, corner
+    at_max = indices[:, :, :, None, :, None] == flat  # N,C,h,2,w,2
+    x = torch.where(at_max, x[:, :, :, None, :, None], 0).reshape(n, c, 2 * h, 2 * w)
+    odd = (width - 2 * w, height - 2 * h)  # the row and column a pool of an odd size dropped come back as zeros
+    return F.pad(x, (0, odd[0], 0, odd[1])) if any(odd) else x
 
 
 class Refiner(nn.Module):

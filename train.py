@@ -106,6 +106,9 @@ def get_args_parser():
                    "AVX512-BF16), fp32 on other CPUs")
     g.add_argument('--compile', action='store_true', help="torch.compile the training step's model (validation "
                    "runs uncompiled: its image sizes vary)")
+    g.add_argument('--deterministic', action='store_true', help="deterministic algorithms only "
+                   "(torch.use_deterministic_algorithms), so that a GPU run repeats and resumes with the same "
+                   "losses, as a CPU run does anyway; slower (README, Training)")
     return p
 
 
@@ -150,6 +153,16 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def use_deterministic_algorithms():
+    """From here on every operation picks a deterministic algorithm or raises: cuDNN's convolutions, whose
+    backward otherwise adds with atomics, and the decoder's unpooling (net.unpool_by_selection). cuDNN's
+    benchmark is off too: each run would time the candidates anew and could pick other (deterministic)
+    algorithms, whose sums round differently."""
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # cuBLAS's condition for deterministic results
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def scaled_lr(lr, rule, batch):
@@ -435,7 +448,9 @@ def train(args):
     rank, world, device = setup_distributed(args.device)
     main_process = rank == 0
     seed_everything(args.seed)
-    if device.type == 'cuda':
+    if args.deterministic:
+        use_deterministic_algorithms()
+    elif device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
 
     workers, cache_mb = loader_size(args.workers, args.cache_mb, world)

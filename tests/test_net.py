@@ -3,6 +3,7 @@ import argparse
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import net
 
@@ -305,3 +306,26 @@ def test_unpooling_puts_each_value_back_at_its_pooling_index():
     assert got.shape == (70, 99)
     assert torch.equal(got, expected)
     assert (got > 0).sum() == 6  # the 2x3 values, none lost, none spread
+
+
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('hw', [(8, 8), (9, 7), (33, 64)])
+def test_unpooling_by_selection_equals_max_unpool2d(hw, dtype, layout):
+    # train.py --deterministic unpools by selection (PyTorch refuses max_unpool2d there): the same values and
+    # gradients bit for bit, odd sizes included. Ties in a window (the zeros of a ReLU) must take max-pool's
+    # own choice, which only its indices know.
+    g = torch.Generator().manual_seed(0)
+    before = torch.randn(2, 5, *hw, generator=g).relu().to(dtype).contiguous(memory_format=layout)
+    pooled, indices = F.max_pool2d(before, 2, 2, return_indices=True)
+    grad = torch.randn(2, 5, *hw, generator=g).to(dtype)
+    results = []
+    for unpool in (lambda x: F.max_unpool2d(x, indices, 2, 2, output_size=hw),
+                   lambda x: net.unpool_by_selection(x, indices, hw)):
+        x = pooled.detach().requires_grad_()
+        out = unpool(x)
+        out.backward(grad)
+        results.append((out, x.grad))
+    (out, grad_in), (out_selected, grad_selected) = results
+    assert out_selected.dtype == dtype and out_selected.shape == out.shape
+    assert torch.equal(out_selected, out) and torch.equal(grad_selected, grad_in)

@@ -80,6 +80,29 @@ def test_resumed_run_continues_with_the_same_losses(tiny_set, tmp_path):
     assert torch.allclose(final_whole['decoder.deconv1.weight'], final_part['decoder.deconv1.weight'], atol=1e-6)
 
 
+def test_deterministic_mode_trains_as_the_default_does_on_the_cpu(tiny_set, tmp_path):
+    # PyTorch refuses max_unpool2d in deterministic mode, so there the decoder unpools by selection. On the CPU,
+    # deterministic already, the run must give the default's losses, validation and weights, bit for bit.
+    common = ('--max_iters', '4', '--lr', '1e-4', '--val_fraction', '0.25', '--val_per_fg', '1')
+    assert train.main(run_args(tiny_set, tmp_path / 'default', *common)) == 0
+    try:
+        assert train.main(run_args(tiny_set, tmp_path / 'deterministic', *common, '--deterministic')) == 0
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+    def results(folder):
+        with open(folder / 'log.jsonl') as f:
+            records = [r for r in map(json.loads, f) if 'loss' in r or 'val' in r]
+        return [(r['step'], r.get('loss'), r.get('val')) for r in records]
+
+    assert len(results(tmp_path / 'default')) == 6  # four losses, two validations
+    assert results(tmp_path / 'deterministic') == results(tmp_path / 'default')
+    weights = [torch.load(tmp_path / run / 'latest.pth', weights_only=True)['model']
+               for run in ('default', 'deterministic')]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_loss_falls_on_a_tiny_set(tiny_set, tmp_path):
     assert train.main(run_args(tiny_set, tmp_path, '--stage', '0', '--max_iters', '60', '--lr', '1e-4')) == 0
     losses = logged_losses(tmp_path)

@@ -240,7 +240,7 @@ def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, wa
         net.set_stage(model, 1)
         model.to(device).train()
         if device.type == 'cuda':  # as train.py sets it up
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
             model = model.to(memory_format=torch.channels_last)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -387,6 +387,8 @@ def get_args_parser():
     p.add_argument('--precisions', default=None, help="speed, train and quality: comma-separated precisions "
                    "compared side by side (fp32, bf16, fp16, auto: deploy.py's --precision); None: fp32 and, on "
                    "a GPU, auto's dtype, on the CPU bf16")
+    p.add_argument('--deterministic', action='store_true', help="deterministic algorithms only, as train.py "
+                   "--deterministic runs (compare with a run without it for the cost)")
     p.add_argument('--quick', action='store_true', help="tiny sizes everywhere (a smoke test, not a measurement)")
     return p
 
@@ -420,6 +422,8 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.deterministic:
+        train.use_deterministic_algorithms()
     quick = args.quick
     matmul_n = 512 if quick else 8192 if device.type == 'cuda' else 2048  # big enough to reach the peak
     jobs = dict(
