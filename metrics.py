@@ -305,7 +305,8 @@ def score_folder(pred_dir, alpha_dir, trimap_dir, workers=1, progress=True):
         else:
             jobs.append((stem, os.path.join(pred_dir, preds[stem]), os.path.join(alpha_dir, alphas[stem]),
                          os.path.join(trimap_dir, trimaps[stem])))
-    bar = dict(total=len(jobs), desc='scoring', unit='img', disable=None if progress else True)  # None: quiet off a terminal
+    # disable=None: no bar when the output is not a terminal
+    bar = dict(total=len(jobs), desc='scoring', unit='img', disable=None if progress else True)
     if workers > 1 and len(jobs) > 1:
         # 'spawn': a fork of a process whose OpenCV threads hold a lock can hang in the child. One OpenCV
         # thread per process: the processes already fill the cores.

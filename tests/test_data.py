@@ -224,7 +224,8 @@ def test_train_dataset_tensors(train_entries):
     for i in range(len(ds)):
         s = ds[i]
         assert s.keys() == {'fg', 'bg', 'alpha', 'trimap'}
-        assert s['fg'].shape == s['bg'].shape == (3, 320, 320) and s['trimap'].shape == s['alpha'].shape == (1, 320, 320)
+        assert s['fg'].shape == s['bg'].shape == (3, 320, 320)
+        assert s['trimap'].shape == s['alpha'].shape == (1, 320, 320)
         assert all(v.dtype == torch.uint8 and v.is_contiguous() for v in s.values())
         assert sum(v.nbytes for v in s.values()) == 8 * 320 * 320  # the loader's payload: 8 bytes a pixel
         assert set(s['trimap'].unique().tolist()) <= {0, 128, 255}

@@ -46,6 +46,11 @@ def logged_losses(save_dir):
         return {r['step']: r['loss'] for r in map(json.loads, f) if 'loss' in r}
 
 
+def logged_validations(save_dir):
+    with open(os.path.join(save_dir, 'log.jsonl')) as f:
+        return [r for r in map(json.loads, f) if 'val' in r]
+
+
 def test_camel_case_flags_parse_like_snake_case():
     parser = train.get_args_parser()
     camel = parser.parse_args(['--imgDir', 'a', '--fgDir', 'f', '--alphaDir', 'al', '--bgDir', 'b', '--batchSize', '2',
@@ -90,14 +95,10 @@ def test_deterministic_mode_trains_as_the_default_does_on_the_cpu(tiny_set, tmp_
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
-
-    def results(folder):
-        with open(folder / 'log.jsonl') as f:
-            records = [r for r in map(json.loads, f) if 'loss' in r or 'val' in r]
-        return [(r['step'], r.get('loss'), r.get('val')) for r in records]
-
-    assert len(results(tmp_path / 'default')) == 6  # four losses, two validations
-    assert results(tmp_path / 'deterministic') == results(tmp_path / 'default')
+    default, deterministic = tmp_path / 'default', tmp_path / 'deterministic'
+    assert len(logged_losses(default)) == 4 and len(logged_validations(default)) == 2
+    assert logged_losses(deterministic) == logged_losses(default)
+    assert logged_validations(deterministic) == logged_validations(default)
     weights = [torch.load(tmp_path / run / 'latest.pth', weights_only=True)['model']
                for run in ('default', 'deterministic')]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -130,12 +131,7 @@ def test_stage_2_starts_exactly_at_the_stage_1_matte(tiny_set, tmp_path):
     torch.save(start, tmp_path / 'start.pth')
     assert train.main(run_args(tiny_set, tmp_path / 's2', '--stage', '2', '--max_iters', '3', '--lr', '1e-3',
                                '--pretrain', str(tmp_path / 'start.pth'), *val)) == 0
-
-    def validations(folder):
-        with open(folder / 'log.jsonl') as f:
-            return [r for r in map(json.loads, f) if 'val' in r]
-
-    stage1, stage2 = validations(tmp_path / 's1'), validations(tmp_path / 's2')
+    stage1, stage2 = logged_validations(tmp_path / 's1'), logged_validations(tmp_path / 's2')
     assert stage2[0]['step'] == 0 and stage2[0]['val'] == stage1[-1]['val']  # refined == stage-1 alpha
     best = torch.load(tmp_path / 's2' / 'best.pth', weights_only=True)['best_sad']
     assert best == min(r['val']['sad'] for r in stage2) <= stage1[-1]['val']['sad']

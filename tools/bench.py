@@ -312,7 +312,8 @@ def bench_data(h, w, size, crop_sizes, n_fg, n_bg):
             rates = []
             for epoch in (0, 1):  # the first pass decodes the files, the second finds them in the cache
                 dataset.set_epoch(epoch)
-                rates.append(len(dataset) / seconds(lambda: [dataset[i] for i in range(len(dataset))], torch.device('cpu')))
+                rates.append(len(dataset) / seconds(lambda: [dataset[i] for i in range(len(dataset))],
+                                                    torch.device('cpu')))
             decoded = {p: data.read_image(p) for e in entries for p in (e['fg'], e['bg'])}
             alphas = {e['alpha']: data.read_gray(e['alpha']) for e in entries}
             unknown = {p: data.unknown_pixels(a) for p, a in alphas.items()}

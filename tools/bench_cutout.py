@@ -71,7 +71,8 @@ def bench_band(real_dir, bands, coarse, ckpt, device):
             trimap = data.mask_trimap(mask_from_alpha(alpha, coarse), band)
             for method, fn in methods.items():
                 t = time.perf_counter()
-                pred = np.round(metrics.fix_known(np.clip(fn(image, trimap), 0, 1), trimap, fg_value=1) * 255).astype(np.uint8)
+                pred = metrics.fix_known(np.clip(fn(image, trimap), 0, 1), trimap, fg_value=1)
+                pred = np.round(pred * 255).astype(np.uint8)
                 row = dict(seconds=time.perf_counter() - t, unknown=float(np.mean(trimap == 128)),
                            sad_image=metrics.sad(pred, alpha, everything), sad_band=metrics.sad(pred, alpha, trimap))
                 if has_trimaps:
