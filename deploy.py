@@ -41,6 +41,7 @@ is within 48 of pure black or white, so doubtful pixels are left to the network 
 """
 import argparse
 import collections
+import functools
 import os
 import sys
 import warnings
@@ -476,9 +477,9 @@ def _check_outputs(targets, single_stem, inputs):
                                  f"would be overwritten")
 
 
-def _deploy_one(model, stage, args, device, dtype, path, guides, alphas, outputs, new_bg):
-    """Predict, save and (with alphas) score one image; returns its metrics or None. Raises ValueError.
-    outputs: {'matte': path, and 'cutout', 'composite' when asked for}."""
+def _read_sample(path, guides, alphas, args):
+    """(image, trimap, ground-truth alpha or None) of the image at `path`: its trimap, or the trimap of its mask
+    (--band); ValueError naming a file that is missing or of another size."""
     stem = os.path.splitext(os.path.basename(path))[0]
     image = data.read_image(path)
     kind = 'trimap' if args.mask_dir is None else 'mask'
@@ -489,17 +490,25 @@ def _deploy_one(model, stage, args, device, dtype, path, guides, alphas, outputs
                          f"{image.shape[1]}x{image.shape[0]} (width x height)")
     trimap = guide if kind == 'trimap' else data.mask_trimap(guide, data.band_pixels(args.band, guide.shape))
     alpha = None
-    if alphas is not None:  # read the ground truth before the (slow) prediction, so a bad file fails fast
+    if alphas is not None:  # read before the (slow) prediction, so a bad file fails fast
         alpha_path = _find(path, stem, alphas, 'ground-truth alpha', args.alpha_dir)
         alpha = data.read_gray(alpha_path)
         if alpha.shape != trimap.shape:
             raise ValueError(f"{alpha_path}: alpha is {alpha.shape[1]}x{alpha.shape[0]} but the image is "
                              f"{image.shape[1]}x{image.shape[0]} (width x height)")
+    return image, trimap, alpha
+
+
+def _deploy_one(path, outputs, read_sample, matte_of, new_bg):
+    """Predict, save and (with a ground truth) score the image at `path`; returns its metrics or None. Raises
+    ValueError. outputs: {'matte': path, and 'cutout', 'composite' when asked for}; read_sample(path): the
+    image, trimap and alpha or None (`_read_sample`); matte_of(image, trimap): `predict` with the run's
+    model and options."""
+    image, trimap, alpha = read_sample(path)
     try:
-        pred = predict(model, image, trimap, stage, method=args.crop_or_resize, max_size=args.max_size,
-                       tile=args.tile, size=(args.size_h, args.size_w), device=device, dtype=dtype)
+        pred = matte_of(image, trimap)
     except torch.OutOfMemoryError:
-        if device.type == 'cuda':
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise ValueError(f"{path}: out of memory at {image.shape[1]}x{image.shape[0]} (try a smaller "
                          f"--max_size or --crop_or_resize crop)") from None
@@ -561,9 +570,10 @@ def _output_targets(args, img, guide_flag, guide, guides, alphas):
     return targets, single_stem
 
 
-def _deploy_all(model, stage, args, device, dtype, paths, guides, alphas, targets, single, new_bg):
-    """Deploy on every image of `paths`, naming each bad one in a line and going on. Returns (number
-    written, names that failed, scores of those with a ground truth)."""
+def _deploy_all(paths, targets, single, deploy_one):
+    """Deploy on every image of `paths` (deploy_one(path, outputs): `_deploy_one` with the run's reader,
+    predictor and background), naming each bad one in a line and going on. Returns (number written, names that
+    failed, scores of those with a ground truth)."""
     failed, scores, written = [], [], 0
     by_stem = collections.defaultdict(list)
     for path in paths:
@@ -579,7 +589,7 @@ def _deploy_all(model, stage, args, device, dtype, paths, guides, alphas, target
             continue
         files = {kind: output_path(target, stem, single) for kind, target in targets.items()}
         try:
-            score = _deploy_one(model, stage, args, device, dtype, path, guides, alphas, files, new_bg)
+            score = deploy_one(path, files)
         except ValueError as e:
             tqdm.write(f"error: {e}", file=sys.stderr)
             failed.append(name)
@@ -617,8 +627,11 @@ def main(argv=None):
           f"device {device}, {str(dtype).replace('torch.', '')}", file=sys.stderr)
 
     single = single_stem is not None
-    written, failed, scores = _deploy_all(model, stage, args, device, dtype, paths, guides, alphas, targets,
-                                          single, new_bg)
+    matte_of = functools.partial(predict, model, stage=stage, method=args.crop_or_resize, max_size=args.max_size,
+                                 tile=args.tile, size=(args.size_h, args.size_w), device=device, dtype=dtype)
+    read_sample = functools.partial(_read_sample, guides=guides, alphas=alphas, args=args)
+    deploy_one = functools.partial(_deploy_one, read_sample=read_sample, matte_of=matte_of, new_bg=new_bg)
+    written, failed, scores = _deploy_all(paths, targets, single, deploy_one)
     where = output_path(args.save_dir, single_stem, True) if single else args.save_dir
     print(f"wrote {written} of {len(paths)} mattes to {where}", file=sys.stderr)
     if alphas is not None and scores:

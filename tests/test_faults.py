@@ -261,6 +261,27 @@ def test_nan_weights_are_refused_by_name(script, tmp_path, ckpt, capsys):
     assert not job['out'].exists()
 
 
+@pytest.mark.parametrize('fault', ['out of memory', 'not finite'])
+def test_deploy_names_an_image_the_network_fails_on_and_goes_on(fault, tmp_path, ckpt, capsys, monkeypatch):
+    job = make_job('deploy', tmp_path, ckpt)
+    data.write_png(str(job['out']), np.full((H, W), 200, np.uint8))  # an older run's matte of the bad image
+    real_predict = deploy.predict
+
+    def predict(model, image, trimap, stage, **options):
+        predict.calls += 1
+        if predict.calls == 1:  # the first image in name order: bad.png
+            if fault == 'out of memory':
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return np.full(trimap.shape, np.nan, np.float32)
+        return real_predict(model, image, trimap, stage, **options)
+    predict.calls = 0
+    monkeypatch.setattr(deploy, 'predict', predict)
+    rc, errors = run(job, capsys)
+    assert_named(rc, errors, job['bad'], fault)
+    assert_good_written(job)
+    assert not job['out'].exists()  # the older matte would pass for this run's
+
+
 @pytest.mark.parametrize('kind', ['zip', 'legacy', 'plain pickle'])
 @pytest.mark.parametrize('script', ['deploy', 'train', 'chg_model'])
 def test_refused_pickle_names_what_it_holds_and_trust(script, kind, tmp_path, ckpt, capsys):
