@@ -496,11 +496,13 @@ def train(args):
     # a checkpoint of this run: the parts that never change are bound here, the step, epoch and best SAD are
     # given at each save
     checkpoint = functools.partial(make_checkpoint, model, optimizer, scaler, args, world)
+    # a validation of this run, bound the same way: given the step, epoch and best SAD, it returns the new best
+    validate_at = functools.partial(validate, model, val_samples, test_samples, eval_options, args.test_res_dir,
+                                    checkpoint, args.save_dir)
 
     epoch = -1  # with --pretrain the starting point is validated first: a candidate for best.pth
     if main_process and val_samples and args.pretrain:
-        best_sad = validate(model, val_samples, test_samples, eval_options, args.test_res_dir, checkpoint,
-                            args.save_dir, step, epoch, best_sad)
+        best_sad = validate_at(step, epoch, best_sad)
     if world > 1:
         dist.barrier()
     while step < total:
@@ -527,8 +529,7 @@ def train(args):
         epoch_done, last = step % steps_per_epoch == 0, step >= total
         with window.paused():  # validating and saving are not training speed
             if main_process and val_samples and (last or (epoch_done and (epoch + 1) % args.test_freq == 0)):
-                best_sad = validate(model, val_samples, test_samples, eval_options, args.test_res_dir, checkpoint,
-                                    args.save_dir, step, epoch, best_sad)
+                best_sad = validate_at(step, epoch, best_sad)
             if main_process and (last or (epoch_done and (epoch + 1) % args.ckpt_save_freq == 0)):
                 net.save_checkpoint(checkpoint(step, epoch, best_sad), os.path.join(args.save_dir, 'latest.pth'))
             if world > 1:
