@@ -14,7 +14,7 @@ slows both. Everything runs in this one process. Parts:
   crop     deploy.py's crop method against whole on a 1024x1024 image whose unknown ring covers 15% of it
            (--ckpt's weights, else random ones): seconds of each and the SAD between the two mattes.
   train    train.train_step (stage-1 loss, Adam) at 320x320 in each of --precisions: seconds per step (median)
-           and images per second at batch 1 and the largest batch: doubling until out of memory on a GPU,
+           and images per second at batch 1, 2, 4, ... on a GPU, up to 256 or out of memory; at 1 and
            --max_cpu_batch on the CPU.
   data     samples per second of data.TrainDataset in this process with one thread (as one loader worker):
            320x320 samples from 1920x1080 files, first pass (decoding) and second (cached), and for
@@ -230,9 +230,12 @@ def time_train_steps(model, optimizer, scaler, batch, device, dtype, steps, budg
     return float(np.median(times)), len(times)
 
 
-def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, warmup, max_gpu_batch=1024):
+def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, warmup, max_gpu_batch=256):
     """GFLOP/s counts a step as 3 forward passes (the backward pass costs about twice the forward). On a GPU
-    the batch sits in pinned memory, as train.py's loader gives it, and cuDNN picks its algorithms."""
+    the batch sits in pinned memory, as train.py's loader gives it, and cuDNN picks its algorithms. The GPU
+    search stops at 256 at the latest: far more than a user would train with, and at 512 the first maps pass
+    2^31 elements (64 x 320 x 320 x 512), where kernels with 32-bit indexing may fail otherwise than out of
+    memory."""
     rows, limits = [], []
     for name, dtype in dtypes.items():
         torch.manual_seed(0)
