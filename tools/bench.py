@@ -230,8 +230,14 @@ def time_train_steps(model, optimizer, scaler, batch, device, dtype, steps, budg
     return float(np.median(times)), len(times)
 
 
+def train_step_flops(size):
+    """Floating-point operations of a stage-1 training step per size x size image: 3 forward passes (the
+    backward pass costs about twice the forward)."""
+    return 3 * 2 * net.count_flops(size, size, refine=False)
+
+
 def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, warmup, max_gpu_batch=256):
-    """GFLOP/s counts a step as 3 forward passes (the backward pass costs about twice the forward). On a GPU
+    """GFLOP/s counts a step as train_step_flops. On a GPU
     the batch sits in pinned memory, as train.py's loader gives it, and cuDNN picks its algorithms. The GPU
     search stops at 256 at the latest: far more than a user would train with, and at 512 the first maps pass
     2^31 elements (64 x 320 x 320 x 512), where kernels with 32-bit indexing may fail otherwise than out of
@@ -267,7 +273,7 @@ def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, wa
                 optimizer.zero_grad(set_to_none=True)
                 if device.type == 'cuda':
                     torch.cuda.empty_cache()
-            rate = 3 * 2 * net.count_flops(size, size, refine=False) * n / s / 1e9
+            rate = train_step_flops(size) * n / s / 1e9
             rows.append({'dtype': name, 'batch': n, 's/step': s, 'images/s': n / s, 'steps timed': timed,
                          'GFLOP/s (3x forward)': rate, 'matmul GFLOP/s': matmul, 'share %': 100 * rate / matmul})
             if device.type == 'cuda':
