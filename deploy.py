@@ -507,10 +507,11 @@ def _deploy_one(path, outputs, read_sample, matte_of, new_bg):
     image, trimap, alpha = read_sample(path)
     try:
         pred = matte_of(image, trimap)
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError as e:  # or net.PastIndexLimit, met the same way
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        raise ValueError(f"{path}: out of memory at {image.shape[1]}x{image.shape[0]} (try a smaller "
+        why = e if isinstance(e, net.PastIndexLimit) else 'out of memory'
+        raise ValueError(f"{path}: {why} at {image.shape[1]}x{image.shape[0]} (try a smaller "
                          f"--max_size or --crop_or_resize crop)") from None
     if not np.isfinite(pred).all():  # e.g. fp16 overflow: saved, NaN would pass for background
         raise ValueError(f"{path}: the network's output is not finite (NaN or infinity)")

@@ -11,6 +11,7 @@ Also here: which parameters train in each stage (`set_stage`), which alpha a sta
 forward pass (`count_flops`).
 """
 import contextlib
+import functools
 import os
 import pickle
 import pickletools
@@ -83,7 +84,8 @@ class Encoder(nn.Module):
             if keep_features:
                 features.append(x)
             size = x.shape[-2:]
-            x, indices = F.max_pool2d(x, 2, 2, return_indices=True)  # N,C,floor(H/2),floor(W/2)
+            x, indices = in_batch_parts(functools.partial(F.max_pool2d, kernel_size=2, return_indices=True),
+                                        x, largest=x.numel())  # N,C,floor(H/2),floor(W/2)
             pools.append((indices, size))
         x = F.relu_(self.conv6_1(x))  # N,512,H/32,W/32
         return x, pools, features
@@ -127,9 +129,37 @@ def unpool(x, pool, skip=None):
     with torch.autocast(x.device.type, enabled=False):
         if torch.are_deterministic_algorithms_enabled():
             x = unpool_by_selection(x, indices, size)
-        else:
-            x = F.max_unpool2d(x, indices, 2, 2, output_size=size)  # N,C,2h(+1),2w(+1)
+        else:  # N,C,2h(+1),2w(+1)
+            x = in_batch_parts(functools.partial(F.max_unpool2d, kernel_size=2, output_size=size), x, indices,
+                               largest=x.shape[0] * x.shape[1] * size[0] * size[1])
     return x if skip is None else x.add_(skip)
+
+
+# PyTorch's CUDA pooling kernels count elements in 32-bit integers in places (max_unpool2d's loop over its
+# input in every version read, max_pool2d's channels-last batch offsets in some): a call on a tensor of 2^31
+# elements or more reads and writes the wrong ones. Such calls run in parts along the batch (at 320x320 the
+# 64-channel full-size maps reach the limit at a batch of 328).
+INDEX_LIMIT = 2 ** 31
+SPLIT_DEVICES = ('cuda',)
+
+
+class PastIndexLimit(torch.OutOfMemoryError):
+    """One image too large for a CUDA pooling call (INDEX_LIMIT): met where running out of GPU memory is, by
+    smaller inputs or tiles."""
+
+
+def in_batch_parts(fn, *tensors, largest):
+    """fn(*tensors), on SPLIT_DEVICES run in parts along the batch so that no part's largest tensor (`largest`
+    elements for the whole batch) reaches INDEX_LIMIT; the parts' outputs (tensors or tuples) concatenated."""
+    n = tensors[0].shape[0]
+    if largest < INDEX_LIMIT or tensors[0].device.type not in SPLIT_DEVICES:
+        return fn(*tensors)
+    per_part = (INDEX_LIMIT - 1) // (largest // n)
+    if per_part == 0:
+        raise PastIndexLimit(f"one image's map of {largest // n} elements is past the 2^31 that PyTorch's CUDA "
+                             f"pooling can index")
+    outs = [fn(*(t[i:i + per_part] for t in tensors)) for i in range(0, n, per_part)]
+    return tuple(map(torch.cat, zip(*outs))) if isinstance(outs[0], tuple) else torch.cat(outs)
 
 
 def unpool_by_selection(x, indices, size):

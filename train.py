@@ -364,14 +364,15 @@ def predict_sample(model, sample, stage, method, max_size, size, device, dtype):
     options = dict(max_size=max_size, size=(size, size), device=device, dtype=dtype)
     try:
         return deploy.predict(model, sample['image'], sample['trimap'], stage, method=method, **options)
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError as e:  # or net.PastIndexLimit, met the same way
         if device.type == 'cuda':
             torch.cuda.empty_cache()
         h, w = sample['trimap'].shape
+        why = e if isinstance(e, net.PastIndexLimit) else 'out of memory'
         if method == 'crop':
-            raise ValueError(f"validation image {sample['name']} ({w}x{h}): out of memory even in tiles of "
+            raise ValueError(f"validation image {sample['name']} ({w}x{h}): {why} even in tiles of "
                              f"{size} (try a smaller --size_h)") from None
-        tqdm.write(f"warning: validation image {sample['name']} ({w}x{h}): out of memory with --crop_or_resize "
+        tqdm.write(f"warning: validation image {sample['name']} ({w}x{h}): {why} with --crop_or_resize "
                    f"{method}; predicted from {size}-pixel tiles instead", file=sys.stderr)
         return deploy.predict(model, sample['image'], sample['trimap'], stage, method='crop', **options)
 

@@ -9,6 +9,7 @@ import deploy
 import net
 import train
 from test_deploy import make_sample
+from test_net import inputs
 from test_train import logged_losses, run_args, tiny_set  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -70,3 +71,23 @@ def test_resume_on_the_gpu(tiny_set, tmp_path, deterministic):  # noqa: F811
     if deterministic:
         weights = [torch.load(run / 'latest.pth', weights_only=True)['model'] for run in (whole, part)]
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_batch_past_the_index_limit_gives_each_image_its_own_alpha():
+    # 330 images of 320x320: the 64-channel full-size maps hold 2.16e9 elements, past the 2^31 that PyTorch's
+    # CUDA pooling kernels index; net.in_batch_parts splits those calls. Some 35 GiB in fp32.
+    if torch.cuda.get_device_properties(0).total_memory < 60 * 2 ** 30:
+        pytest.skip("needs 60 GiB of GPU memory")
+    torch.manual_seed(0)
+    model = net.DIM(init='he').eval().to('cuda', memory_format=torch.channels_last)  # Xavier's alpha is flat
+    pair = [torch.cat(t).cuda() for t in zip(inputs(320, 320, 0), inputs(320, 320, 1))]  # img, trimap: 2 images
+    torch.backends.cudnn.allow_tf32 = False  # plain fp32 to compare
+    try:
+        with torch.inference_mode():
+            alone, _ = model(*pair, refine=False)
+            batch, _ = model(*(t.repeat(165, 1, 1, 1) for t in pair), refine=False)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+    assert batch.shape[0] == 330 and (alone[0] - alone[1]).abs().max() > 0.02
+    for i in (0, 1, 200, 201, 328, 329):
+        assert (batch[i] - alone[i % 2]).abs().max() < 1e-3, i

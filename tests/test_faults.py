@@ -261,7 +261,7 @@ def test_nan_weights_are_refused_by_name(script, tmp_path, ckpt, capsys):
     assert not job['out'].exists()
 
 
-@pytest.mark.parametrize('fault', ['out of memory', 'not finite'])
+@pytest.mark.parametrize('fault', ['out of memory', '2^31', 'not finite'])
 def test_deploy_names_an_image_the_network_fails_on_and_goes_on(fault, tmp_path, ckpt, capsys, monkeypatch):
     job = make_job('deploy', tmp_path, ckpt)
     data.write_png(str(job['out']), np.full((H, W), 200, np.uint8))  # an older run's matte of the bad image
@@ -272,6 +272,8 @@ def test_deploy_names_an_image_the_network_fails_on_and_goes_on(fault, tmp_path,
         if predict.calls == 1:  # the first image in name order: bad.png
             if fault == 'out of memory':
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            if fault == '2^31':  # one image too large for CUDA's pooling (net.in_batch_parts)
+                raise net.PastIndexLimit("one image's map of 2^31 elements (simulated)")
             return np.full(trimap.shape, np.nan, np.float32)
         return real_predict(model, image, trimap, stage, **options)
     predict.calls = 0

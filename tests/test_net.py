@@ -329,3 +329,55 @@ def test_unpooling_by_selection_equals_max_unpool2d(hw, dtype, layout):
     (out, grad_in), (out_selected, grad_selected) = results
     assert out_selected.dtype == dtype and out_selected.shape == out.shape
     assert torch.equal(out_selected, out) and torch.equal(grad_selected, grad_in)
+
+
+def pooling_calls(monkeypatch):
+    """Spy on the pooling functions: [(name, batch, elements of the larger tensor)] of each call."""
+    calls = []
+    for name in ('max_pool2d', 'max_unpool2d'):
+        real = getattr(F, name)
+
+        def spy(x, *args, real=real, name=name, **kwargs):
+            out = real(x, *args, **kwargs)
+            larger = max(x.numel(), (out[0] if isinstance(out, tuple) else out).numel())
+            calls.append((name, x.shape[0], larger))
+            return out
+        monkeypatch.setattr(F, name, spy)
+    return calls
+
+
+def forward_backward(model, img, trimap):
+    img = img.clone().requires_grad_()
+    alpha_ed, _ = model(img, trimap, refine=False)
+    (alpha_ed * torch.linspace(0, 1, alpha_ed.numel()).view_as(alpha_ed)).sum().backward()
+    grads = img.grad, model.encoder.conv1_1.weight.grad.clone()
+    model.zero_grad()
+    return alpha_ed.detach(), grads
+
+
+def test_pooling_past_the_index_limit_runs_in_batch_parts(monkeypatch):
+    # On CUDA a pooling call on 2^31 elements or more indexes wrongly; here, with a limit of two images' first
+    # map on the CPU, every call stays under it and the batch's alphas and gradients are those of one call.
+    torch.manual_seed(0)
+    model = net.DIM()
+    img, trimap = (torch.cat(t) for t in zip(*(inputs(40, 40, seed) for seed in range(5))))
+    whole = forward_backward(model, img, trimap)
+    monkeypatch.setattr(net, 'SPLIT_DEVICES', ('cpu',))
+    monkeypatch.setattr(net, 'INDEX_LIMIT', 2 * 64 * 40 * 40 + 1)
+    calls = pooling_calls(monkeypatch)
+    parts = forward_backward(model, img, trimap)
+    assert all(larger < net.INDEX_LIMIT for _, _, larger in calls)
+    assert [n for name, n, _ in calls if name == 'max_pool2d'] == [2, 2, 1, 4, 1, 5, 5, 5]  # blocks 1, 2, 3-5
+    assert [n for name, n, _ in calls if name == 'max_unpool2d'] == [5, 5, 5, 4, 1, 2, 2, 1]  # deepest first
+    for a, b in zip((whole[0], *whole[1]), (parts[0], *parts[1])):
+        assert torch.equal(a, b)
+
+
+def test_one_image_past_the_index_limit_is_refused_like_running_out_of_memory(monkeypatch):
+    monkeypatch.setattr(net, 'SPLIT_DEVICES', ('cpu',))
+    monkeypatch.setattr(net, 'INDEX_LIMIT', 64 * 40 * 40)
+    with torch.no_grad(), pytest.raises(torch.OutOfMemoryError, match='2\\^31'):  # deploy and validation meet it
+        net.DIM()(*inputs(40, 40))
+    monkeypatch.setattr(net, 'SPLIT_DEVICES', ('cuda',))  # not the CPU's kernels: no parts, no refusal
+    with torch.no_grad():
+        net.DIM()(*inputs(40, 40))

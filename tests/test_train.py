@@ -312,14 +312,16 @@ def test_log_gives_images_per_second_and_the_loader_wait(tiny_set, tmp_path, mon
         assert r['images_per_s'] == pytest.approx(1 / 0.3) and r['loader_wait'] == pytest.approx(1)
 
 
-def test_validation_out_of_memory_falls_back_to_tiles(tiny_set, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize('error', [torch.OutOfMemoryError("CUDA out of memory (simulated)"),
+                                   net.PastIndexLimit("one image's map is past the 2^31 (simulated)")])
+def test_validation_out_of_memory_falls_back_to_tiles(tiny_set, tmp_path, monkeypatch, capsys, error):
     real_predict = train.deploy.predict
     methods = []
 
     def predict(*args, method='whole', **kwargs):
         methods.append(method)
         if method == 'whole':
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise error
         return real_predict(*args, method=method, **kwargs)
 
     monkeypatch.setattr(train.deploy, 'predict', predict)
@@ -327,7 +329,8 @@ def test_validation_out_of_memory_falls_back_to_tiles(tiny_set, tmp_path, monkey
                                '--val_per_fg', '1')) == 0
     assert methods == ['whole', 'crop']
     err = capsys.readouterr().err
-    assert 'out of memory' in err and 'fg' in err  # names the image
+    why = '2^31' if isinstance(error, net.PastIndexLimit) else 'out of memory'
+    assert why in err and 'fg' in err  # names the image
     with open(tmp_path / 'log.jsonl') as f:
         assert any('val' in json.loads(line) for line in f)
 

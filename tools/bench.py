@@ -239,9 +239,8 @@ def train_step_flops(size):
 def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, warmup, max_gpu_batch=256):
     """GFLOP/s counts a step as train_step_flops. On a GPU
     the batch sits in pinned memory, as train.py's loader gives it, and cuDNN picks its algorithms. The GPU
-    search stops at 256 at the latest: far more than a user would train with, and at 512 the first maps pass
-    2^31 elements (64 x 320 x 320 x 512), where kernels with 32-bit indexing may fail otherwise than out of
-    memory."""
+    search stops at 256 at the latest: far more than a user would train with, and under the 328 at which the
+    pooling runs in parts (net.in_batch_parts), which would time something else."""
     rows, limits = [], []
     for name, dtype in dtypes.items():
         torch.manual_seed(0)
