@@ -499,6 +499,11 @@ def _read_sample(path, guides, alphas, args):
     return image, trimap, alpha
 
 
+def too_large_reason(error):
+    """What a torch.OutOfMemoryError of a prediction says in a message: net.PastIndexLimit has its own reason."""
+    return error if isinstance(error, net.PastIndexLimit) else 'out of memory'
+
+
 def _deploy_one(path, outputs, read_sample, matte_of, new_bg):
     """Predict, save and (with a ground truth) score the image at `path`; returns its metrics or None. Raises
     ValueError. outputs: {'matte': path, and 'cutout', 'composite' when asked for}; read_sample(path): the
@@ -510,9 +515,8 @@ def _deploy_one(path, outputs, read_sample, matte_of, new_bg):
     except torch.OutOfMemoryError as e:  # or net.PastIndexLimit, met the same way
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        why = e if isinstance(e, net.PastIndexLimit) else 'out of memory'
-        raise ValueError(f"{path}: {why} at {image.shape[1]}x{image.shape[0]} (try a smaller "
-                         f"--max_size or --crop_or_resize crop)") from None
+        raise ValueError(f"{path}: {too_large_reason(e)} at {image.shape[1]}x{image.shape[0]} (try a "
+                         f"smaller --max_size or --crop_or_resize crop)") from None
     if not np.isfinite(pred).all():  # e.g. fp16 overflow: saved, NaN would pass for background
         raise ValueError(f"{path}: the network's output is not finite (NaN or infinity)")
     pred = np.round(pred * 255).astype(np.uint8)

@@ -368,7 +368,7 @@ def predict_sample(model, sample, stage, method, max_size, size, device, dtype):
         if device.type == 'cuda':
             torch.cuda.empty_cache()
         h, w = sample['trimap'].shape
-        why = e if isinstance(e, net.PastIndexLimit) else 'out of memory'
+        why = deploy.too_large_reason(e)
         if method == 'crop':
             raise ValueError(f"validation image {sample['name']} ({w}x{h}): {why} even in tiles of "
                              f"{size} (try a smaller --size_h)") from None
