@@ -359,40 +359,45 @@ def save_checkpoint(ckpt, path):
     data.write_atomic(path, lambda f: torch.save(ckpt, f))
 
 
-def _pickled_globals(path):
-    """The classes and functions (module.name) that the pickles at the start of a non-zip torch file (the
-    legacy format, or a plain pickle) refer to, found with pickletools without running anything; None
-    when the file does not start with a pickle."""
+def _pickled_globals(f):
+    """The classes and functions (module.name) that the pickles at the start of file object `f` refer to,
+    found with pickletools without running anything; None when `f` does not start with a pickle."""
     names, strings, memo, pickles = [], [], {}, 0
-    with open(path, 'rb') as f:
-        try:
-            while True:
-                for op, arg, _ in pickletools.genops(f):
-                    if op.name == 'GLOBAL':
-                        names.append(arg.replace(' ', '.'))
-                    elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
-                        names.append('.'.join(strings[-2:]))
-                    elif isinstance(arg, str):
-                        strings.append(arg)
-                    elif op.name in ('BINPUT', 'LONG_BINPUT', 'PUT', 'MEMOIZE') and strings:
-                        memo[len(memo) if arg is None else arg] = strings[-1]
-                    elif op.name in ('BINGET', 'LONG_BINGET', 'GET') and arg in memo:
-                        strings.append(memo[arg])
-                pickles += 1
-        except Exception:  # the end of the pickles: raw tensor data, or the end of the file
-            pass
+    try:
+        while True:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == 'GLOBAL':
+                    names.append(arg.replace(' ', '.'))
+                elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                    names.append('.'.join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+                elif op.name in ('BINPUT', 'LONG_BINPUT', 'PUT', 'MEMOIZE') and strings:
+                    memo[len(memo) if arg is None else arg] = strings[-1]
+                elif op.name in ('BINGET', 'LONG_BINGET', 'GET') and arg in memo:
+                    strings.append(memo[arg])
+            pickles += 1
+    except Exception:  # the end of the pickles: raw tensor data, or the end of the file
+        pass
     return sorted(set(names)) if pickles else None
 
 
 def _refused_globals(path):
     """What a weights_only load of `path` refuses: the names of its pickled classes and functions that
-    torch does not allow (a list, maybe empty), or None when the file is no torch file or pickle at all."""
-    if zipfile.is_zipfile(path):
-        try:
-            return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:
-            return None
-    names = _pickled_globals(path)
+    torch does not allow (a list, maybe empty), or None when the file is no torch file or pickle at all.
+    Read with pickletools from the zip format's data.pkl or the legacy file itself, the same on every torch
+    (`torch.serialization.get_unsafe_globals_in_checkpoint` is new in 2.6)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next(n for n in z.namelist() if n.endswith('data.pkl'))
+                with z.open(member) as f:
+                    names = _pickled_globals(f)
+        else:
+            with open(path, 'rb') as f:
+                names = _pickled_globals(f)
+    except (zipfile.BadZipFile, StopIteration, OSError):
+        return None
     if names is None:
         return None
     return [n for n in names if not n.startswith(('torch.', 'collections.OrderedDict'))]
