@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import net
+import train
 
 import bench
 
@@ -47,6 +48,10 @@ def test_quick_bench_writes_every_part(tmp_path, capsys):
     assert [(r['dtype'], r['batch']) for r in train] == [('fp32', 1), ('fp32', 2), ('bf16', 1), ('bf16', 2)]
     for r in train:
         assert r['s/step'] > 0 and r['images/s'] == pytest.approx(r['batch'] / r['s/step'])
+    against = rows(results, 'train', 1)  # train.py's setup beside the default one, at batch 1 on the CPU
+    assert [(r['dtype'], r['batch']) for r in against] == [('fp32', 1), ('bf16', 1)]
+    for r in against:
+        assert r['speedup'] == pytest.approx(r['default s/step'] / r['train.py s/step'])
     assert all(r['samples/s'] > 0 for r in rows(results, 'data'))
     assert all(v > 0 for v in rows(results, 'metrics')[0].values())
 
@@ -73,3 +78,15 @@ def test_bad_flags_are_one_line_errors(capsys):
     assert 'fp16' in capsys.readouterr().err
     assert bench.main(['--parts', 'quality', '--real_dir', 'no/such/folder']) == 2
     assert 'no/such/folder' in capsys.readouterr().err
+
+
+def test_reference_train_setup_runs_the_default_layout_and_adam(monkeypatch):
+    seen, forward = [], net.DIM.forward
+    monkeypatch.setattr(net.DIM, 'forward', lambda model, img, trimap, refine=True:
+                        seen.append(img.is_contiguous()) or forward(model, img, trimap, refine))
+    cpu, batch = torch.device('cpu'), bench.random_batch(1, 32)
+    for fast in (True, False):
+        model, optimizer, scaler = bench.train_setup(cpu, torch.float32, fast)
+        train.train_step(model, batch, optimizer, scaler, 1, 0.5, cpu, torch.float32)
+        assert optimizer.defaults['fused'] is (True if fast else None)
+    assert seen == [False, True]  # train.py's channels_last image, then the default layout's

@@ -15,7 +15,8 @@ slows both. Everything runs in this one process. Parts:
            (--ckpt's weights, else random ones): seconds of each and the SAD between the two mattes.
   train    train.train_step (stage-1 loss, Adam) at 320x320 in each of --precisions: seconds per step (median)
            and images per second at batch 1, 2, 4, ... on a GPU, up to 256 or out of memory; at 1 and
-           --max_cpu_batch on the CPU.
+           --max_cpu_batch on the CPU; then train.py's setup (channels_last, fused Adam) against the default
+           layout and Adam, at batch 1 on the CPU and 64 on a GPU.
   data     samples per second of data.TrainDataset in this process with one thread (as one loader worker):
            320x320 samples from 1920x1080 files, first pass (decoding) and second (cached), and for
            reference the same samples with the whole image composed before cropping.
@@ -236,22 +237,39 @@ def train_step_flops(size):
     return 3 * 2 * net.count_flops(size, size, refine=False)
 
 
+def train_setup(device, dtype, fast=True):
+    """A stage-1 model, its Adam and GradScaler as train.py makes them (fast), or, for reference, in the default
+    layout with the default Adam (`DefaultLayout` keeps train.train_step's channels_last image from switching
+    the convolutions back to channels_last)."""
+    torch.manual_seed(0)
+    model = net.DIM()
+    net.set_stage(model, 1)
+    model.to(device, memory_format=torch.channels_last if fast else torch.contiguous_format).train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5,
+                                 fused=True if fast else None)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return (model if fast else DefaultLayout(model)), optimizer, scaler
+
+
+class DefaultLayout(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, img, trimap, refine=True):
+        return self.model(img.contiguous(), trimap, refine)
+
+
 def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, warmup, max_gpu_batch=256):
     """GFLOP/s counts a step as train_step_flops. On a GPU
     the batch sits in pinned memory, as train.py's loader gives it, and cuDNN picks its algorithms. The GPU
     search stops at 256 at the latest: far more than a user would train with, and under the 328 at which the
     pooling runs in parts (net.in_batch_parts), which would time something else."""
-    rows, limits = [], []
+    rows, limits, against = [], [], []
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()  # as train.py sets it
     for name, dtype in dtypes.items():
-        torch.manual_seed(0)
-        model = net.DIM()
-        net.set_stage(model, 1)
-        model.to(device).train()
-        if device.type == 'cuda':  # as train.py sets it up
-            torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
-            model = model.to(memory_format=torch.channels_last)
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        model, optimizer, scaler = train_setup(device, dtype)
         if device.type == 'cuda':
             batches, limit = [2 ** k for k in range(max_gpu_batch.bit_length())], f'the search cap {max_gpu_batch}'
         else:
@@ -278,8 +296,27 @@ def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, wa
             if device.type == 'cuda':
                 rows[-1]['peak GPU GiB'] = peak_memory_gib(device)
         limits.append(f'{name}: {limit}')
+        del model, optimizer
+        n = min(64 if device.type == 'cuda' else 1, max(r['batch'] for r in rows if r['dtype'] == name))
+        against.append(setup_against_default(device, name, dtype, random_batch(n, size), steps, budget, warmup))
     return [(f"train.train_step at {size}x{size}, stage-1 loss, Adam, matrix product {matmul_n}^3; the largest "
-             f"batch limited by {'; '.join(limits)}", rows)]
+             f"batch limited by {'; '.join(limits)}", rows),
+            (f"train.py's setup (channels_last, fused Adam) against the default layout and Adam, {size}x{size}, "
+             f"two rounds of each, the faster kept", against)]
+
+
+def setup_against_default(device, name, dtype, batch, steps, budget, warmup):
+    """Seconds per step of train.py's setup and of the default one on `batch`, in alternating rounds."""
+    if device.type == 'cuda':
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+    setups = {fast: train_setup(device, dtype, fast) for fast in (True, False)}
+    times = {fast: [] for fast in setups}
+    for _ in range(2):
+        for fast, setup in setups.items():
+            times[fast].append(time_train_steps(*setup, batch, device, dtype, steps, budget, warmup)[0])
+    fast, default = min(times[True]), min(times[False])
+    return {'dtype': name, 'batch': len(batch['alpha']), 'train.py s/step': fast, 'default s/step': default,
+            'speedup': default / fast}
 
 
 def make_sources(folder, n_fg, n_bg, h, w, seed=0):
