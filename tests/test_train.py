@@ -216,7 +216,7 @@ def test_checkpoint_records_the_run_shape_and_resume_refuses_another(tiny_set, t
     args = train.get_args_parser().parse_args(['--batch_size', '1'])
     model = net.DIM()
     net.set_stage(model, 1)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], fused=True)  # as train() makes it
+    optimizer = train.make_optimizer(model, 1e-5)  # as train() makes it
     scaler = torch.amp.GradScaler('cpu', enabled=False)
     with pytest.raises(ValueError, match=r'written by 1 process\(es\).*this run has 2'):
         train.restore(ckpt, optimizer, scaler, args, 2, 'latest.pth')
@@ -233,7 +233,7 @@ def test_scaler_state_of_a_bf16_or_cpu_run_loads_into_an_fp16_run(tiny_set, tmp_
     args = train.get_args_parser().parse_args([])
     model = net.DIM()
     net.set_stage(model, 1)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], fused=True)
+    optimizer = train.make_optimizer(model, 1e-5)
     train.restore(ckpt, optimizer, fp16_scaler, args, 1, 'latest.pth')
     assert fp16_scaler.get_scale() == torch.amp.GradScaler('cpu').get_scale()  # starts from the default
 

@@ -245,8 +245,8 @@ def train_setup(device, dtype, fast=True):
     model = net.DIM()
     net.set_stage(model, 1)
     model.to(device, memory_format=torch.channels_last if fast else torch.contiguous_format).train()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5,
-                                 fused=True if fast else None)
+    optimizer = (train.make_optimizer(model, 1e-5) if fast else
+                 torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     return (model if fast else DefaultLayout(model)), optimizer, scaler
 
@@ -275,10 +275,9 @@ def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, wa
         else:
             batches, limit = sorted({1, max_cpu_batch}), f'the CPU cap --max_cpu_batch {max_cpu_batch}, not memory'
         for n in batches:
-            batch = random_batch(n, size)
+            batch = pinned(random_batch(n, size), device)
             try:
                 if device.type == 'cuda':
-                    batch = {k: v.pin_memory() for k, v in batch.items()}
                     torch.cuda.reset_peak_memory_stats(device)
                 matmul = matmul_gflops(device, dtype, matmul_n)
                 s, timed = time_train_steps(model, optimizer, scaler, batch, device, dtype, steps, budget, warmup)
@@ -305,10 +304,14 @@ def bench_train(device, dtypes, size, steps, budget, max_cpu_batch, matmul_n, wa
              f"two rounds of each, the faster kept", against)]
 
 
+def pinned(batch, device):
+    """`batch` in pinned memory on a GPU machine, as train.py's loader gives it."""
+    return {k: v.pin_memory() for k, v in batch.items()} if device.type == 'cuda' else batch
+
+
 def setup_against_default(device, name, dtype, batch, steps, budget, warmup):
     """Seconds per step of train.py's setup and of the default one on `batch`, in alternating rounds."""
-    if device.type == 'cuda':
-        batch = {k: v.pin_memory() for k, v in batch.items()}
+    batch = pinned(batch, device)
     setups = {fast: train_setup(device, dtype, fast) for fast in (True, False)}
     times = {fast: [] for fast in setups}
     for _ in range(2):
