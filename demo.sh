@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole pipeline on generated data, 9 to 18 minutes on 2 CPU cores with bf16 units, 40 in fp32 without
+# The whole pipeline on generated data, 9 to 18 minutes on 2 CPU cores with bf16 units, 26 to 40 in fp32 without
 # (a GPU is used when present):
 # synthesize a dataset, composite it, train stages 1, 2 and 3 from scratch, deploy on the test split, then
 # print the metrics next to the trivial baseline and draw results/demo.png.
